@@ -1,0 +1,1 @@
+"""Dictionary models (SAE, group crosscoder), their losses and save/load. May import torch and `groups`."""

@@ -1,0 +1,1 @@
+"""Metrics, analysis, plots and reports. May import every layer below it."""

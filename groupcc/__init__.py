@@ -1,0 +1,1 @@
+"""groupcc: group representation theory, dictionaries and group crosscoders for interpretability."""

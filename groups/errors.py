@@ -1,0 +1,5 @@
+"""Errors raised by the groups layer."""
+
+
+class GroupError(ValueError):
+    """A bad group name, table, element or representation; the message names the value and what was expected."""
