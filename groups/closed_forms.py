@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .permutations import permutation_keys
 from .irreps import Irrep, check_complete, decompose, dedupe_by_character, _character_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -177,7 +178,7 @@ def alternating_irreps(group: "Group", parent: "Group") -> list[Irrep]:
     """``A_n`` from ``S_n`` (``parent``): ``λ`` and its transpose restrict to the same irrep; a
     self-transposed ``λ`` splits into two (``[λ]+``, ``[λ]-``) when the split characters are real, and
     otherwise stays one irrep of type C (found by :func:`groups.irreps.decompose`)."""
-    in_parent = np.flatnonzero((parent.permutations[:, None, :] == group.permutations[None, :, :]).all(-1).any(1))
+    in_parent = np.flatnonzero(np.isin(permutation_keys(parent.permutations), permutation_keys(group.permutations)))
     parent_irreps = {irrep.name: irrep for irrep in parent.irreps()}
     irreps = []
     degree = parent.permutations.shape[1]
@@ -205,7 +206,7 @@ def product_irreps(group: "Group", left: "Group", right: "Group") -> list[Irrep]
     """Irreps of ``left × right`` (element ``(a, b)`` has index ``a·|right| + b``) from Kronecker products
     ``ρ ⊗ σ``. The product is irreducible, of the type of ``σ``, when ``ρ`` has type R (and vice versa);
     when neither has type R it is split with :func:`groups.irreps.decompose` (C ⊗ C is a sum of two
-    type-C irreps, H ⊗ H of four copies of one type-R irrep, C ⊗ H of two copies of a type-H irrep)."""
+    type-C irreps, H ⊗ H of four copies of one type-R irrep, C ⊗ H of two copies of one type-C irrep)."""
     irreps = []
     for rho in left.irreps():
         for sigma in right.irreps():

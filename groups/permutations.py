@@ -70,25 +70,54 @@ def permutation_closure(generators: np.ndarray, max_order: int = MAX_ORDER) -> n
     return perms[order]
 
 
-def permutation_mult_table(perms: np.ndarray, chunk_elements: int = 4_000_000) -> np.ndarray:
-    """``table[a, b]`` = index of ``perms[a] ∘ perms[b]`` (apply ``b`` first), for a closed set of permutations."""
+def permutation_mult_table(perms: np.ndarray) -> np.ndarray:
+    """``table[a, b]`` = index of ``perms[a] ∘ perms[b]`` (apply ``b`` first), for a set of permutations
+    closed under composition.
+
+    Only the rows of a few generators are found by hashing products; every other row follows from
+    ``table[s·g, h] = table[s, table[g, h]]`` along a breadth-first spanning tree of the Cayley graph,
+    which is one gather per row instead of ``|G|`` hash look-ups.
+    """
     n = perms.shape[0]
     keys = permutation_keys(perms)
     order = np.argsort(keys)
     sorted_keys = keys[order]
     if np.any(sorted_keys[1:] == sorted_keys[:-1]):  # pragma: no cover - a 2^-64 event
         raise GroupError("permutation hash collision; please report this")
-    table = np.empty((n, n), dtype=np.int64)
-    rows_per_chunk = max(1, chunk_elements // max(n, 1))
-    for start in range(0, n, rows_per_chunk):
-        a = perms[start:start + rows_per_chunk]
-        products = a[:, perms]  # products[i, j, :] = a_i[perm_j] = a_i ∘ perm_j
-        product_keys = permutation_keys(products)
-        slot = np.searchsorted(sorted_keys, product_keys)
-        slot = np.minimum(slot, n - 1)
+
+    def left_row(g: int) -> np.ndarray:
+        product_keys = permutation_keys(perms[g][perms])  # perms[g] ∘ perms[h] for every h
+        slot = np.minimum(np.searchsorted(sorted_keys, product_keys), n - 1)
         if not np.array_equal(sorted_keys[slot], product_keys):
             raise GroupError("the permutations are not closed under composition")
-        table[start:start + rows_per_chunk] = order[slot]
+        return order[slot]
+
+    generator_rows: list[np.ndarray] = []
+    parent = np.full(n, -1, dtype=np.int64)  # element reached as generator_rows[via[x]][parent[x]]
+    via = np.full(n, -1, dtype=np.int64)
+    parent[0] = 0
+    levels = [np.array([0])]
+    while (parent < 0).any():
+        generator_rows.append(left_row(int(np.flatnonzero(parent < 0)[0])))
+        frontier = np.flatnonzero(parent >= 0)  # re-grow from everything reached with the new generator
+        while frontier.size:
+            grown = []
+            for s, row in enumerate(generator_rows):
+                targets = row[frontier]
+                fresh = parent[targets] < 0
+                targets, sources = targets[fresh], frontier[fresh]
+                targets, first = np.unique(targets, return_index=True)
+                parent[targets], via[targets] = sources[first], s
+                grown.append(targets)
+            frontier = np.concatenate(grown)
+            if frontier.size:
+                levels.append(frontier)
+    table = np.empty((n, n), dtype=np.int64)
+    table[0] = np.arange(n)
+    for level in levels[1:]:  # parents always come from earlier levels
+        for s, row in enumerate(generator_rows):
+            members = level[via[level] == s]
+            table[members] = row[table[parent[members]]]
     return table
 
 
