@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from groups import GroupError
+from groups import GroupccError
 
 #: Errors that are the user's to fix: reported in one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (GroupError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (GroupccError, FileNotFoundError, FileExistsError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("group", help="a group name (C7, D6, S5, A5, Q8, S3xC2) or a Cayley table file (.npy, .json, .csv, .txt)")
     info.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
     info.set_defaults(handler=_groups_info)
+
+    from .composer_cmd import add_composer_commands
+
+    add_composer_commands(commands)
     return parser
 
 
