@@ -57,6 +57,33 @@ def logit_similarities(group: Group, logits: np.ndarray, answers: np.ndarray) ->
     return out
 
 
+def _pair_bases(group: Group, key_irreps: list[str], elements: np.ndarray) -> list[np.ndarray]:
+    """Orthonormal bases over pairs of the functions ``p ↦ ρ(elements[p])_ij``, one per key irrep."""
+    irreps = {irrep.name: irrep for irrep in group.irreps()}
+    return [entry_basis(irreps[name])[elements] / np.sqrt(group.order) for name in key_irreps]
+
+
+def activation_fve(group: Group, acts: np.ndarray, answers: np.ndarray, key_irreps: list[str]) -> dict[str, float]:
+    """Fractions of the variance of activations over all pairs ``[|G|², H]`` (centred over pairs) explained
+    by the key irreps' ``ρ(a)``, ``ρ(b)`` and ``ρ(w(a, b))`` entries."""
+    n = group.order
+    pairs = np.arange(n * n)
+    centred = acts - acts.mean(axis=0, keepdims=True)
+    return {
+        term: fraction_explained(centred, _pair_bases(group, key_irreps, elements))
+        for term, elements in (("rho_a", pairs // n), ("rho_b", pairs % n), ("rho_ab", answers))
+    }
+
+
+def key_output_part(group: Group, acts: np.ndarray, answers: np.ndarray, key_irreps: list[str]) -> np.ndarray:
+    """The projection of the centred activations on the key irreps' ``ρ(w(a, b))`` spans."""
+    centred = acts - acts.mean(axis=0, keepdims=True)
+    part = np.zeros_like(centred)
+    for basis in _pair_bases(group, key_irreps, answers):
+        part += basis @ (basis.T @ centred)
+    return part
+
+
 @torch.no_grad()
 def _model_matrices(model) -> dict[str, np.ndarray]:
     """Matrices with rows indexed by group elements, as the paper's table reports them."""
@@ -75,7 +102,6 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
     """
     group, data = run.group, run.data
     model = copy.deepcopy(run.model).double().cpu().eval()
-    n = group.order
     a, b, answers = data.a.cpu(), data.b.cpu(), data.answer.cpu()
     with torch.no_grad():
         hidden = model.hidden(a, b)
@@ -84,15 +110,9 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
     irreps = {irrep.name: irrep for irrep in group.irreps()}
     if key_irreps is None:
         key_irreps = [name for name, sim in similarities.items() if sim > key_threshold and not irreps[name].is_trivial]
-    bases = {name: entry_basis(irreps[name]) for name in key_irreps}
-
-    def lifted(index: torch.Tensor) -> list[np.ndarray]:
-        return [basis[index.numpy()] / np.sqrt(n) for basis in bases.values()]
-
     hidden_np = hidden.numpy()
-    centred = hidden_np - hidden_np.mean(axis=0, keepdims=True)
-    out_bases = lifted(answers)
-    out_part = sum((basis @ (basis.T @ centred) for basis in out_bases), np.zeros_like(centred))
+    terms = activation_fve(group, hidden_np, answers.numpy(), key_irreps)
+    out_part = key_output_part(group, hidden_np, answers.numpy(), key_irreps)
     restricted = torch.from_numpy(hidden_np.mean(axis=0, keepdims=True) + out_part)
     excluded = torch.from_numpy(hidden_np - out_part)
     train, test = data.train.cpu(), data.test.cpu()
@@ -105,9 +125,9 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
         "key_irreps": key_irreps,
         "key_threshold": key_threshold,
         "logit_similarity": similarities,
-        "fve": {name: fraction_explained(matrix, list(bases.values())) for name, matrix in _model_matrices(model).items()},
-        "fve_mlp": fraction_explained(centred, lifted(a) + lifted(b) + out_bases),
-        "fve_rho_ab": fraction_explained(centred, out_bases),
+        "fve": {name: fraction_explained(matrix, [entry_basis(irreps[k]) for k in key_irreps]) for name, matrix in _model_matrices(model).items()},
+        "fve_mlp": terms["rho_a"] + terms["rho_b"] + terms["rho_ab"],
+        "fve_rho_ab": terms["rho_ab"],
         "restricted_loss": float(restricted_loss),
         "excluded_loss": float(excluded_loss),
         "train_loss": float(float64_cross_entropy(logits[train], answers[train])),

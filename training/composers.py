@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from groups import GroupccError
@@ -57,6 +58,11 @@ class ComposerArchitecture:
         return asdict(self)
 
 
+def _observed(hook: nn.Module) -> bool:
+    """True when a forward hook is attached: hook points that only copy data are skipped otherwise."""
+    return bool(hook._forward_hooks)
+
+
 def _init(*shape: int, fan_in: int) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape) / math.sqrt(fan_in))
 
@@ -87,10 +93,12 @@ class MLPComposer(nn.Module):
 
     def hidden(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Post-activation hidden layer ``[N, d_hidden]``."""
-        self.hook_embed_a(self.embed_a[a])
-        self.hook_embed_b(self.embed_b[b])
+        if _observed(self.hook_embed_a) or _observed(self.hook_embed_b):
+            self.hook_embed_a(self.embed_a[a])
+            self.hook_embed_b(self.embed_b[b])
         table_a, table_b = self.input_tables()
-        pre = self.hook_hidden_pre(table_a[a] + table_b[b])
+        # index_select: a row gather whose backward is ~20x faster on CPU than advanced indexing's scatter.
+        pre = self.hook_hidden_pre(table_a.index_select(0, a) + table_b.index_select(0, b))
         return self.hook_hidden(self.act(pre))
 
     def logits_from_hidden(self, hidden: torch.Tensor, a=None, b=None) -> torch.Tensor:
@@ -132,8 +140,9 @@ class TransformerComposer(nn.Module):
         x_a = self.embed[:n] + self.pos[0]  # [|G|, d] residual at position 0 for every element
         x_b = self.embed[:n] + self.pos[1]
         x_eq = self.embed[n] + self.pos[2]  # [d]
-        self.hook_embed_a(self.embed[a])
-        self.hook_embed_b(self.embed[b])
+        if _observed(self.hook_embed_a) or _observed(self.hook_embed_b):
+            self.hook_embed_a(self.embed[a])
+            self.hook_embed_b(self.embed[b])
         query = torch.einsum("d,hde->he", x_eq, self.w_q) / math.sqrt(self.config.d_head)
         scores_a = torch.einsum("he,hde,nd->nh", query, self.w_k, x_a)  # [|G|, heads]
         scores_b = torch.einsum("he,hde,nd->nh", query, self.w_k, x_b)
@@ -143,11 +152,12 @@ class TransformerComposer(nn.Module):
         out_a = torch.einsum("nd,hdf->nhf", x_a, ov)
         out_b = torch.einsum("nd,hdf->nhf", x_b, ov)
         out_eq = torch.einsum("d,hdf->hf", x_eq, ov)
-        scores = torch.stack([scores_a[a], scores_b[b], score_eq.expand(a.shape[0], -1)], dim=-1)  # [N, heads, 3]
-        pattern = torch.softmax(scores, dim=-1)
+        scores = torch.stack([scores_a.index_select(0, a), scores_b.index_select(0, b), score_eq.expand(a.shape[0], -1)], dim=-1)
+        pattern = torch.softmax(scores, dim=-1)  # [N, heads, 3]
+        heads = self.config.n_heads
         attn = (
-            torch.einsum("nh,nhf->nf", pattern[..., 0], out_a[a])
-            + torch.einsum("nh,nhf->nf", pattern[..., 1], out_b[b])
+            torch.einsum("nh,nhf->nf", pattern[..., 0], out_a.flatten(1).index_select(0, a).unflatten(1, (heads, -1)))
+            + torch.einsum("nh,nhf->nf", pattern[..., 1], out_b.flatten(1).index_select(0, b).unflatten(1, (heads, -1)))
             + torch.einsum("nh,hf->nf", pattern[..., 2], out_eq)
         )
         attn = self.hook_attn_out(attn)

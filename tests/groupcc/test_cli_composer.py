@@ -1,0 +1,35 @@
+"""``groupcc composer train`` and ``eval`` end to end on a tiny group, and their one-line errors."""
+
+import json
+
+from groupcc.cli import main
+
+TINY = ["--epochs", "1500", "--train-frac", "0.9", "--lr", "1e-2", "--d-embed", "32", "--d-hidden", "64", "--quiet"]
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "s3"
+    assert main(["composer", "train", "--group", "S3", "--out", str(out), *TINY]) == 0
+    assert "test accuracy 100.00%" in capsys.readouterr().out
+    assert main(["composer", "eval", str(out), "--json", "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["interpretability"] == printed and stored["training"]["test_accuracy"] == 1.0
+    assert {p.name for p in (out / "plots").iterdir()} == {"training_curves.png", "logit_similarity.png", "progress_measures.png"}
+    assert len(json.loads((out / "progress.json").read_text())) >= 10
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("")
+    cases = [
+        ["composer", "train", "--group", "X5"],
+        ["composer", "train", "--group", "S3", "--task", "a*q"],
+        ["composer", "train", "--group", "S3", "--train-frac", "0"],
+        ["composer", "train", "--group", "S3", "--out", str(tmp_path / "taken")],
+        ["composer", "eval", str(tmp_path / "nothing")],
+    ]
+    for argv in cases:
+        assert main(argv) != 0
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and err.startswith("groupcc: error: "), (argv, err)

@@ -1,0 +1,136 @@
+"""Composer models and their training: exactness of the fast forward passes, learning, resume, errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from groups import GroupError, get_group, parse_word
+from training.composer_training import default_config, load_composer_run, split_pairs, train_composer
+from training.composers import ComposerArchitecture, build_composer
+
+TINY = dict(train_frac=0.9, lr=1e-2, seed=1)
+TINY_MLP = dict(d_embed=64, d_hidden=64)
+
+
+def test_words_evaluate_on_every_pair():
+    group = get_group("S4")
+    t, inv = group.mult_table, group.inverse
+    np.testing.assert_array_equal(parse_word("a*b").evaluate(group), t)
+    conj = parse_word("a*b*a^-1").evaluate(group)
+    a, b = np.meshgrid(np.arange(24), np.arange(24), indexing="ij")
+    np.testing.assert_array_equal(conj, t[t[a, b], inv[a]])
+    np.testing.assert_array_equal(parse_word("a^-1 * b").evaluate(group), t[inv[a], b])
+    np.testing.assert_array_equal(parse_word("a^2*b^3").evaluate(group), t[t[a, a], t[t[b, b], b]])
+    assert str(parse_word("a * b^-1")) == "a*b^-1"
+    for bad in ["a*c", "", "a**b", "ab", "a^x"]:
+        with pytest.raises(GroupError, match="bad word"):
+            parse_word(bad)
+
+
+def test_mlp_table_lookup_equals_concatenated_linear():
+    torch.manual_seed(0)
+    model = build_composer(ComposerArchitecture("mlp", n_elements=6, d_embed=8, d_hidden=5))
+    a, b = torch.randint(0, 6, (30,)), torch.randint(0, 6, (30,))
+    concatenated = torch.cat([model.embed_a[a], model.embed_b[b]], dim=1)
+    expected = torch.relu(concatenated @ model.w_in) @ model.unembed
+    torch.testing.assert_close(model(a, b), expected)
+
+
+def full_transformer(model, a, b):
+    """The plain one-layer Transformer over all three positions, with a causal mask."""
+    n, cfg = model.config.n_elements, model.config
+    x = model.embed[torch.stack([a, b, torch.full_like(a, n)], 1)] + model.pos
+    q, k, v = (torch.einsum("npd,hde->nhpe", x, w) for w in (model.w_q, model.w_k, model.w_v))
+    scores = torch.einsum("nhpe,nhqe->nhpq", q, k) / math.sqrt(cfg.d_head)
+    scores = scores.masked_fill(torch.triu(torch.ones(3, 3, dtype=torch.bool), 1), float("-inf"))
+    x = x + torch.einsum("nhpe,hed->npd", torch.einsum("nhpq,nhqe->nhpe", scores.softmax(-1), v), model.w_o)
+    x = x + torch.relu(x @ model.w_in) @ model.w_out
+    return x[:, -1] @ model.unembed
+
+
+def test_transformer_fast_path_equals_full_transformer():
+    torch.manual_seed(0)
+    model = build_composer(ComposerArchitecture("transformer", n_elements=7, d_model=16, n_heads=2, d_head=8, d_mlp=24)).double()
+    a, b = torch.randint(0, 7, (40,)), torch.randint(0, 7, (40,))
+    torch.testing.assert_close(model(a, b), full_transformer(model, a, b))
+
+
+def test_hooks_expose_named_layers():
+    model = build_composer(ComposerArchitecture("transformer", n_elements=5, d_model=16, n_heads=2, d_head=8, d_mlp=24))
+    seen = {}
+    for name in ["embed_a", "resid_mid", "hidden", "resid_post"]:
+        getattr(model, f"hook_{name}").register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, out.shape))
+    model(torch.arange(5), torch.arange(5))
+    assert seen == {"embed_a": (5, 16), "resid_mid": (5, 16), "hidden": (5, 24), "resid_post": (5, 16)}
+
+
+def test_split_is_a_partition_and_reproducible():
+    train, test = split_pairs(10, 0.3, seed=4)
+    assert len(train) == 30 and len(test) == 70
+    assert sorted(torch.cat([train, test]).tolist()) == list(range(100))
+    assert torch.equal(train, split_pairs(10, 0.3, seed=4)[0])
+    assert not torch.equal(train, split_pairs(10, 0.3, seed=5)[0])
+
+
+@pytest.mark.parametrize("group, arch, extra", [
+    ("S3", "mlp", TINY_MLP),
+    ("D5", "mlp", TINY_MLP),
+    ("C7", "transformer", dict(d_model=64, n_heads=2, d_head=16, d_mlp=64)),
+])
+def test_tiny_group_reaches_full_test_accuracy(tmp_path, group, arch, extra):
+    config = default_config(group, arch, epochs=2000 if arch == "mlp" else 600, **TINY, **extra)
+    metrics = train_composer(config, tmp_path / "run", progress=False)
+    assert metrics["test_accuracy"] == 1.0 and metrics["train_accuracy"] == 1.0
+    for name in ["config.json", "metrics.json", "history.json", "model.safetensors", "split.safetensors"]:
+        assert (tmp_path / "run" / name).exists()
+    assert len(list((tmp_path / "run" / "checkpoints").glob("*.safetensors"))) >= 10
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    config = default_config("C5", "mlp", epochs=300, d_embed=16, d_hidden=16, **TINY)
+    train_composer(config, tmp_path / "straight", progress=False)
+    partial = train_composer(config, tmp_path / "resumed", progress=False, stop_after_epochs=120)
+    assert partial == {"epochs_done": 120, "interrupted": True}
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    train_composer(config, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed = load_composer_run(tmp_path / "straight"), load_composer_run(tmp_path / "resumed")
+    for (name, p), (_, q) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(p, q), name
+    assert (tmp_path / "straight" / "history.json").read_text() == (tmp_path / "resumed" / "history.json").read_text()
+
+
+def test_paper_defaults_and_errors(tmp_path):
+    s5 = default_config("S5", "mlp")
+    assert (s5.train_frac, s5.epochs, s5.architecture.d_embed, s5.architecture.d_hidden) == (0.4, 250_000, 256, 128)
+    t = default_config("S5", "transformer")
+    assert (t.train_frac, t.epochs, t.architecture.d_model, t.architecture.d_mlp) == (0.6, 50_000, 128, 512)
+    assert default_config("D59", "transformer").epochs == 100_000
+    with pytest.raises(GroupError, match="unknown group name"):
+        default_config("X5")
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        default_config("S3", train_frac=1.0)
+    with pytest.raises(ValueError, match="bad word"):
+        default_config("S3", task="a*c")
+    config = default_config("C3", "mlp", epochs=5, d_embed=4, d_hidden=4)
+    train_composer(config, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="already exists: pass --resume"):
+        train_composer(config, tmp_path / "run", progress=False)
+    train_composer(config, tmp_path / "run", progress=False, overwrite=True)
+
+
+def test_loading_bad_run_directories(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_composer_run(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no config.json"):
+        load_composer_run(tmp_path / "empty")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_composer_run(tmp_path / "corrupt")
+    config = default_config("C3", "mlp", epochs=50, d_embed=4, d_hidden=4)
+    train_composer(config, tmp_path / "unfinished", progress=False, stop_after_epochs=10)
+    with pytest.raises(ValueError, match="did not finish"):
+        load_composer_run(tmp_path / "unfinished")
