@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=_groups_info)
 
     from .composer_cmd import add_composer_commands
+    from .harvest_cmd import add_harvest_command
 
     add_composer_commands(commands)
+    add_harvest_command(commands)
     return parser
 
 

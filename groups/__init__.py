@@ -4,7 +4,7 @@ The lowest layer of groupcc: numpy only. Elements are integers ``0..|G|-1`` with
 ``G.mult_table[a, b]`` is the index of ``a·b``; for permutations ``a·b`` applies ``b`` first.
 """
 
-from .actions import conjugation, left_multiplication, regular_representation, right_multiplication
+from .actions import PAIR_ACTIONS, conjugation, left_multiplication, pair_action, regular_representation, right_multiplication
 from .constructors import (
     alternating,
     cyclic,
@@ -30,4 +30,5 @@ __all__ = [
     "generic_irreps", "decompose", "Word", "parse_word",
     "fourier_transform", "inverse_fourier_transform", "irrep_energies", "irrep_spectrum",
     "left_multiplication", "right_multiplication", "conjugation", "regular_representation",
+    "pair_action", "PAIR_ACTIONS",
 ]

@@ -35,3 +35,28 @@ def regular_representation(group: Group) -> np.ndarray:
     g, h = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     mats[g, group.mult_table, h] = 1.0
     return mats
+
+
+#: Actions of G on composer inputs, the pairs ``(a, b)`` (index ``a·|G| + b``).
+PAIR_ACTIONS = ("left", "right", "conjugation")
+
+
+def pair_action(group: Group, kind: str) -> np.ndarray:
+    """``[|G|, |G|²]`` index map over pairs: ``[g, p]`` is the index of the pair ``p = (a, b)`` moved by ``g``:
+
+    - ``left``: ``(g·a, b)`` (a left action);
+    - ``right``: ``(a, b·g)`` (a right action: applying ``g1`` then ``g2`` equals applying ``g1·g2``);
+    - ``conjugation``: ``(g·a·g⁻¹, g·b·g⁻¹)`` (a left action; it fixes the answer's conjugacy class).
+    """
+    from .errors import GroupError
+
+    n = group.order
+    g = np.arange(n)[:, None]
+    a, b = np.divmod(np.arange(n * n), n)
+    if kind == "left":
+        return group.mult_table[g, a[None, :]] * n + b[None, :]
+    if kind == "right":
+        return a[None, :] * n + group.mult_table[b[None, :], g]
+    if kind == "conjugation":
+        return group.conjugate(g, a[None, :]) * n + group.conjugate(g, b[None, :])
+    raise GroupError(f"unknown action {kind!r} on pairs: expected one of {', '.join(PAIR_ACTIONS)}")

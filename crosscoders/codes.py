@@ -1,0 +1,114 @@
+"""Feature activations (codes) and the sparsity functions σ that produce them from encoder pre-activations.
+
+A TopK code has only ``k`` non-zero features per input, so it is kept sparse and decoded by gathering the
+``k`` decoder rows it uses (``embedding_bag``) instead of a dense ``[N, F] @ [F, X]`` product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Feature activations ``f`` of ``N`` inputs over ``n_features`` features, dense or sparse.
+
+    Dense: ``values`` is ``[N, F]``; ``feature_ids`` and ``offsets`` are ``None``.
+    Sparse: the ``M`` stored ``(input, feature)`` pairs grouped by input: ``values`` ``[M]``,
+    ``feature_ids`` ``[M]``, and input ``n`` owns entries ``offsets[n]`` up to ``offsets[n + 1]`` (``M`` for the
+    last input); ``offsets`` is ``[N]``. A stored value may be zero (it is then not counted as firing).
+    """
+
+    values: Tensor
+    n_features: int
+    feature_ids: Tensor | None = None
+    offsets: Tensor | None = None
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.feature_ids is not None
+
+    @property
+    def n_inputs(self) -> int:
+        return self.offsets.shape[0] if self.is_sparse else self.values.shape[0]
+
+    def input_ids(self) -> Tensor:
+        """``[M]``: the input each stored value belongs to (sparse codes only)."""
+        counts = torch.diff(self.offsets, append=self.offsets.new_tensor([self.values.shape[0]]))
+        return torch.repeat_interleave(torch.arange(self.n_inputs, device=self.values.device), counts)
+
+    def to_dense(self) -> Tensor:
+        """``[N, F]`` (differentiable)."""
+        if not self.is_sparse:
+            return self.values
+        dense = self.values.new_zeros(self.n_inputs, self.n_features)
+        return dense.index_put((self.input_ids(), self.feature_ids), self.values)
+
+    def decode(self, decoder_FX: Tensor, bias_X: Tensor | None = None) -> Tensor:
+        """``[N, X]``: ``Σ_i f_i decoder[i] (+ bias)``; a sparse code reads only the decoder rows it uses."""
+        if not self.is_sparse:
+            return self.values @ decoder_FX if bias_X is None else torch.addmm(bias_X, self.values, decoder_FX)
+        decoded = F.embedding_bag(self.feature_ids, decoder_FX, self.offsets, mode="sum", per_sample_weights=self.values)
+        return decoded if bias_X is None else decoded + bias_X
+
+    def weighted_sum(self, weights_F: Tensor) -> Tensor:
+        """``[N]``: ``Σ_i f_i w_i``."""
+        return self.decode(weights_F[:, None])[:, 0]
+
+    def firing_counts(self) -> Tensor:
+        """``[F]`` (int64): on how many of the inputs each feature is positive."""
+        if not self.is_sparse:
+            return (self.values > 0).sum(0)
+        return torch.bincount(self.feature_ids[self.values > 0], minlength=self.n_features)
+
+    def l0(self) -> Tensor:
+        """``[N]`` (int64): the number of positive features of each input."""
+        if not self.is_sparse:
+            return (self.values > 0).sum(1)
+        return torch.bincount(self.input_ids()[self.values > 0], minlength=self.n_inputs)
+
+    def smallest_positive(self) -> Tensor | None:
+        """The smallest positive stored value (a 0-dim tensor), or ``None`` when no value is positive."""
+        positive = self.values[self.values > 0]
+        return positive.min() if positive.numel() else None
+
+
+def relu_codes(pre_NF: Tensor) -> Codes:
+    """``f = ReLU(pre)``, dense (the L1-penalised dictionary)."""
+    return Codes(torch.relu(pre_NF), pre_NF.shape[1])
+
+
+def topk_codes(pre_NF: Tensor, k: int) -> Codes:
+    """``f = ReLU(pre)`` on the ``k`` largest pre-activations of each input, zero elsewhere (sparse)."""
+    n_inputs, n_features = pre_NF.shape
+    values_NK, ids_NK = pre_NF.topk(k, dim=1, sorted=False)
+    offsets = torch.arange(0, n_inputs * k, k, device=pre_NF.device)
+    return Codes(torch.relu(values_NK).flatten(), n_features, ids_NK.flatten(), offsets)
+
+
+def batch_topk_codes(pre_NF: Tensor, k: int) -> Codes:
+    """``f = ReLU(pre)`` on the ``N·k`` largest pre-activations of the whole batch, zero elsewhere (sparse)."""
+    n_inputs = pre_NF.shape[0]
+    flat_ids = pre_NF.flatten().topk(n_inputs * k, sorted=False).indices.sort().values
+    return _codes_at(pre_NF, flat_ids)
+
+
+def threshold_codes(pre_NF: Tensor, threshold: Tensor) -> Codes:
+    """``f = pre · 1[pre > θ]`` (JumpReLU; BatchTopK at inference, so that codes do not depend on the batch)."""
+    flat_ids = torch.nonzero(pre_NF.flatten() > threshold).flatten()
+    return _codes_at(pre_NF, flat_ids)
+
+
+def _codes_at(pre_NF: Tensor, flat_ids: Tensor) -> Codes:
+    """Sparse codes ``ReLU(pre)`` at the given increasing flat indices into ``pre_NF``."""
+    n_inputs, n_features = pre_NF.shape
+    input_ids = torch.div(flat_ids, n_features, rounding_mode="floor")
+    counts = torch.bincount(input_ids, minlength=n_inputs)
+    offsets = torch.cumsum(counts, 0) - counts
+    values = torch.relu(pre_NF.flatten()[flat_ids])
+    return Codes(values, n_features, flat_ids - input_ids * n_features, offsets)

@@ -1,0 +1,181 @@
+"""The dictionary trainer: recovery of planted group-structured features, run directories, resume, schedules, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from crosscoders import DictionaryConfig, DictionaryError, load_dictionary, plant_group_features, recovered_fraction
+from groups import GroupccError, get_group
+from training.activation_store import InMemoryActivations, write_store
+from training.dictionary_trainer import TrainerConfig, TrainingError, l1_coefficient, learning_rate, train_dictionary
+
+D, N_PLANTED, N_FEATURES = 24, 32, 64  # 32 planted features in 24 dimensions: in superposition
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tiny models train as fast on one thread, which keeps the tests quick when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def planted_data(group_name: str, n: int = 4096):
+    planted = plant_group_features(get_group(group_name), d=D, n_features=N_PLANTED, seed=0)
+    acts, _ = planted.sample(n, np.random.default_rng(1), active=3.0, noise=0.01)
+    return planted, acts
+
+
+def quick_trainer(**options) -> TrainerConfig:
+    values = {"steps": 1200, "batch_size": 256, "lr": 3e-3, "device": "cpu", "log_every": 300, "checkpoint_every": 10**6, **options}
+    return TrainerConfig(**values)
+
+
+def dictionary_config(kind: str, n_blocks: int, sparsity: str, **options) -> DictionaryConfig:
+    values = {"d": D, "n_features": N_FEATURES, "sparsity": sparsity, "k": 3, "l1_coefficient": 1.0,
+              "dead_after_steps": 50, "aux_k": 16, **options}
+    return DictionaryConfig(kind=kind, n_blocks=n_blocks, **values)
+
+
+# ---------------------------------------------------------------------- recovery of planted features
+@pytest.mark.parametrize("sparsity, group_name, encoder_reads", [
+    ("l1", "D4", "identity"),
+    ("topk", "D4", "identity"),
+    ("batchtopk", "D4", "identity"),
+    ("topk", "C8", "all"),
+])
+def test_crosscoder_recovers_planted_group_structured_features(tmp_path, sparsity, group_name, encoder_reads):
+    """≥ 90 % of the planted features [M_g u_k]_g have a decoder row with cosine ≥ 0.95 over all blocks."""
+    torch.manual_seed(0)
+    planted, acts = planted_data(group_name)
+    config = dictionary_config("crosscoder", 8, sparsity, encoder_reads=encoder_reads, group=group_name)
+    result = train_dictionary(InMemoryActivations(acts), config, quick_trainer(), tmp_path / "run", progress=False)
+    assert recovered_fraction(result.dictionary.W_dec, planted.features_KBD, min_cosine=0.95) >= 0.9
+    assert result.history[-1]["fvu"] < 0.3
+
+
+@pytest.mark.parametrize("sparsity", ["l1", "topk", "batchtopk"])
+def test_sae_recovers_planted_features_of_single_block_data(tmp_path, sparsity):
+    torch.manual_seed(0)
+    planted, acts = planted_data("C1")
+    store = write_store(tmp_path / "store", acts, shard_rows=1000)
+    result = train_dictionary(store, dictionary_config("sae", 1, sparsity), quick_trainer(), tmp_path / "run", progress=False)
+    assert recovered_fraction(result.dictionary.W_dec, planted.features_KBD, min_cosine=0.95) >= 0.9
+
+
+# ---------------------------------------------------------------------- run directory
+def small_run(tmp_path, name="run", steps=30, sparsity="batchtopk", **options):
+    _, acts = planted_data("C4", n=600)
+    config = dictionary_config("crosscoder", 4, sparsity, n_features=32, dead_after_steps=5)
+    trainer = quick_trainer(steps=steps, batch_size=64, log_every=10, checkpoint_every=10, seed=3)
+    return train_dictionary(InMemoryActivations(acts), config, trainer, tmp_path / name, progress=False, **options), acts
+
+
+def test_run_directory_holds_config_metrics_and_a_dictionary_that_works_on_raw_activations(tmp_path):
+    result, acts = small_run(tmp_path, record={"command": "groupcc dict train"})
+    run = tmp_path / "run"
+    assert {"config.json", "metrics.json", "dictionary.safetensors", "checkpoints"} <= {p.name for p in run.iterdir()}
+    config = json.loads((run / "config.json").read_text())
+    assert config["trainer"]["steps"] == 30 and config["dictionary"]["sparsity"] == "batchtopk"
+    assert config["command"] == "groupcc dict train" and config["folded_input_scale"] > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [entry["step"] for entry in metrics] == [10, 20, 30] and metrics == result.history
+    assert {"loss", "mse", "aux", "fvu", "l0", "dead_fraction", "lr", "grad_norm", "threshold"} <= set(metrics[0])
+    loaded = load_dictionary(run)
+    assert loaded.input_scale.item() == 1.0
+    x = torch.from_numpy(acts[:100])
+    assert torch.equal(loaded.encode(x).to_dense(), result.dictionary.encode(x).to_dense())
+    fvu = (loaded(x).recon_NBD - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert fvu < 0.8  # the exported weights read raw (unscaled) activations
+
+
+def test_same_seed_same_weights(tmp_path):
+    first, _ = small_run(tmp_path, "a")
+    second, _ = small_run(tmp_path, "b")
+    assert torch.equal(first.dictionary.W_dec, second.dictionary.W_dec)
+
+
+@pytest.mark.parametrize("sparsity", ["l1", "batchtopk"])
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, sparsity):
+    uninterrupted, _ = small_run(tmp_path, "whole", sparsity=sparsity)
+
+    def crash_at_step_25(step):
+        if step == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        small_run(tmp_path, "resumed", sparsity=sparsity, on_step=crash_at_step_25)
+    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["step_00000020"]
+    resumed, _ = small_run(tmp_path, "resumed", sparsity=sparsity, resume=True)
+    for name, tensor in uninterrupted.dictionary.state_dict().items():
+        assert torch.equal(resumed.dictionary.state_dict()[name], tensor), name
+    assert [entry["step"] for entry in resumed.history] == [10, 20, 30]
+
+
+def test_resuming_with_other_settings_is_an_error(tmp_path):
+    small_run(tmp_path)
+    _, acts = planted_data("C4", n=600)
+    config = dictionary_config("crosscoder", 4, "batchtopk", n_features=32, dead_after_steps=5)
+    other = quick_trainer(steps=30, batch_size=64, log_every=10, checkpoint_every=10, seed=3, lr=1e-3)
+    with pytest.raises(TrainingError, match=r"cannot resume '.*run': trainer.lr was 0.003, now 0.001"):
+        train_dictionary(InMemoryActivations(acts), config, other, tmp_path / "run", resume=True, progress=False)
+
+
+def test_an_existing_run_directory_is_not_overwritten_by_default(tmp_path):
+    small_run(tmp_path)
+    with pytest.raises(GroupccError, match="already exists"):
+        small_run(tmp_path)
+    small_run(tmp_path, overwrite=True)
+
+
+# ---------------------------------------------------------------------- input validation
+def test_nan_activations_are_a_clear_error(tmp_path):
+    _, acts = planted_data("C4", n=600)
+    acts[300:, 2, 5] = np.nan
+    config = dictionary_config("crosscoder", 4, "topk", n_features=32)
+    trainer = quick_trainer(steps=20, batch_size=64, init_sample_rows=100)
+    with pytest.raises(GroupccError, match=r"contain NaN or inf.*expected finite values") as err:
+        train_dictionary(InMemoryActivations(acts), config, trainer, tmp_path / "run", progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_activations_of_another_width_are_a_clear_error(tmp_path):
+    _, acts = planted_data("C4", n=600)
+    config = dictionary_config("crosscoder", 4, "topk", d=16)
+    with pytest.raises(DictionaryError, match=r"activations of shape \[600, 4, 24\] do not fit this crosscoder: expected \[N, 4, 16\]"):
+        train_dictionary(InMemoryActivations(acts), config, quick_trainer(), tmp_path / "run", progress=False)
+
+
+def test_an_sae_trains_on_every_block_of_multi_block_activations(tmp_path):
+    _, acts = planted_data("C4", n=200)
+    config = dictionary_config("sae", 1, "topk", n_features=16)
+    result = train_dictionary(InMemoryActivations(acts), config, quick_trainer(steps=5, batch_size=64), tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["shape"] == [200, 4, 24]
+    assert result.dictionary.W_dec.shape == (16, 1, 24)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"steps": 0}, "steps = 0: expected a positive integer"),
+    ({"lr_decay_fraction": 1.5}, r"lr_decay_fraction = 1.5: expected a number in \[0, 1\]"),
+    ({"lr": -1.0}, "lr = -1.0"),
+])
+def test_bad_trainer_settings_are_named(bad, match):
+    with pytest.raises(TrainingError, match=match):
+        TrainerConfig(**bad)
+
+
+# ---------------------------------------------------------------------- schedules
+def test_learning_rate_warms_up_then_decays_to_zero():
+    trainer = TrainerConfig(steps=100, lr=1.0, lr_warmup_fraction=0.1, lr_decay_fraction=0.2)
+    rates = [learning_rate(step, trainer) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == 1.0 and rates[50] == 1.0
+    assert rates[80] == 1.0 and rates[90] == pytest.approx(0.5) and rates[99] == pytest.approx(0.05)
+
+
+def test_l1_coefficient_warms_up_linearly():
+    trainer = TrainerConfig(steps=100, l1_warmup_fraction=0.05)
+    config = DictionaryConfig(kind="sae", d=4, n_features=8, sparsity="l1", l1_coefficient=2.0)
+    assert [l1_coefficient(step, trainer, config) for step in (0, 1, 4, 50)] == pytest.approx([0.4, 0.8, 2.0, 2.0])

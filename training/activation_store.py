@@ -1,0 +1,371 @@
+"""Activations ``[N, B, d]`` on disk: shards of ``.npy`` (memory-mapped on read) plus ``manifest.json``.
+
+``manifest.json``::
+
+    {"format": "groupcc-activation-store", "version": 1, "shape": [N, B, d], "dtype": "float32",
+     "shards": [{"file": "shard_00000.npy", "rows": 8192}, ...],
+     "group": "D4", "action": "...", "layer": "...", "source": "<run directory>", "metadata": {...},
+     "statistics": {"mean_norm": ..., "block_mean_norms": [...]}}
+
+``mean_norm`` is the mean norm of a block over every row and block (``block_mean_norms``: per block); a
+dictionary scales its inputs with it. A store is written by :class:`ActivationStoreWriter` under a temporary
+name and renamed into place when complete, so a failed write leaves nothing behind.
+
+Every source of activations (:class:`ActivationStore`, :class:`InMemoryActivations`, :class:`BlocksAsSamples`)
+reads shuffled mini-batches the same way: the shards in a random order, grouped into windows of a few shards,
+rows shuffled within a window. Only one batch is in memory at a time, so stores larger than memory work, and
+batch ``b`` of the stream depends only on ``(seed, b)``, so a resumed training run reads the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from crosscoders import AtomicDirectory, DictionaryConfig, DictionaryError
+from groups import GroupccError
+
+MANIFEST = "manifest.json"
+FORMAT = "groupcc-activation-store"
+VERSION = 1
+DTYPES = ("float32", "float16")
+SHARD_BYTES = 64 << 20
+
+
+class StoreError(GroupccError):
+    """A missing, empty, truncated or corrupt activation store, or activations that do not fit it; the message
+    is one line naming the bad value and what was expected."""
+
+
+class ActivationSource:
+    """Rows ``[N, B, d]`` split into shards; subclasses give ``shape``, ``shard_rows``, ``mean_norm`` and
+    :meth:`read_rows`."""
+
+    shape: tuple[int, int, int]
+    shard_rows: list[int]
+    mean_norm: float
+
+    @property
+    def n_rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_blocks(self) -> int:
+        return self.shape[1]
+
+    @property
+    def d(self) -> int:
+        return self.shape[2]
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``[len(rows), B, d]`` for increasing global row indices."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """A JSON-able description for run records."""
+        return {"shape": list(self.shape), "mean_norm": self.mean_norm}
+
+    def batches(self, batch_size: int, seed: int = 0, start_batch: int = 0, window_shards: int = 8) -> Iterator[torch.Tensor]:
+        """Endless float32 batches ``[batch_size, B, d]``, from batch ``start_batch`` of the stream on.
+
+        Epoch ``e`` puts the shards in a random order (seed ``(seed, e)``), groups them into windows of
+        ``window_shards`` shards, shuffles the rows of window ``w`` (seed ``(seed, e, w)``) and cuts the
+        concatenation into batches; the last incomplete batch of an epoch is dropped.
+        """
+        per_epoch = self.n_rows // batch_size
+        if per_epoch == 0:
+            raise StoreError(f"batch size {batch_size} exceeds the {self.n_rows} rows of the activations: expected at most {self.n_rows}")
+        epoch, skip = divmod(start_batch, per_epoch)
+        while True:
+            for batch in _cut(self._epoch_rows(seed, epoch, window_shards, skip * batch_size), batch_size):
+                yield self._tensor(np.sort(batch))
+            epoch, skip = epoch + 1, 0
+
+    def chunks(self, chunk_rows: int, max_rows: int | None = None) -> Iterator[torch.Tensor]:
+        """Float32 chunks of consecutive rows, in order (for evaluation), up to ``max_rows`` rows."""
+        stop = self.n_rows if max_rows is None else min(max_rows, self.n_rows)
+        for start in range(0, stop, chunk_rows):
+            yield self._tensor(np.arange(start, min(start + chunk_rows, stop)))
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``min(n, N)`` rows drawn without replacement (e.g. to initialise a dictionary)."""
+        rng = np.random.default_rng([seed, 1 << 30])
+        return self._tensor(np.sort(rng.choice(self.n_rows, size=min(n, self.n_rows), replace=False)))
+
+    def _tensor(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.read_rows(rows), dtype=np.float32))
+
+    def _epoch_rows(self, seed: int, epoch: int, window_shards: int, skip_rows: int) -> Iterator[np.ndarray]:
+        """The shuffled global row indices of one epoch, window by window, without the first ``skip_rows``."""
+        starts = np.concatenate([[0], np.cumsum(self.shard_rows)])
+        order = np.random.default_rng([seed, epoch]).permutation(len(self.shard_rows))
+        for window, first in enumerate(range(0, len(order), window_shards)):
+            shards = order[first:first + window_shards]
+            size = sum(self.shard_rows[s] for s in shards)
+            if skip_rows >= size:
+                skip_rows -= size
+                continue
+            rows = np.concatenate([np.arange(starts[s], starts[s + 1]) for s in shards])
+            yield rows[np.random.default_rng([seed, epoch, window]).permutation(size)][skip_rows:]
+            skip_rows = 0
+
+
+def _cut(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The concatenation of ``pieces`` cut into arrays of ``size`` (an incomplete last one is dropped)."""
+    pending = np.empty(0, dtype=np.int64)
+    for piece in pieces:
+        pending = np.concatenate([pending, piece])
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+
+
+class InMemoryActivations(ActivationSource):
+    """An array or tensor ``[N, B, d]`` held in memory, read like a one-shard store."""
+
+    def __init__(self, acts_NBD: np.ndarray | torch.Tensor):
+        acts = acts_NBD.detach().cpu().numpy() if isinstance(acts_NBD, torch.Tensor) else np.asarray(acts_NBD)
+        if acts.ndim != 3 or acts.shape[0] == 0:
+            raise StoreError(f"activations of shape {list(acts.shape)}: expected a non-empty [N, B, d] array")
+        self.acts = acts
+        self.shape = tuple(acts.shape)
+        self.shard_rows = [acts.shape[0]]
+        self.mean_norm = float(np.linalg.norm(acts.astype(np.float64), axis=-1).mean())
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.acts[rows]
+
+
+class BlocksAsSamples(ActivationSource):
+    """A view ``[N·B, 1, d]`` of a source: every block of every row is its own sample (an SAE trained on all
+    group-transformed inputs). Sample ``i`` is block ``i mod B`` of row ``i div B``."""
+
+    def __init__(self, base: ActivationSource):
+        self.base = base
+        self.shape = (base.n_rows * base.n_blocks, 1, base.d)
+        self.shard_rows = [rows * base.n_blocks for rows in base.shard_rows]
+        self.mean_norm = base.mean_norm
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        base_rows, blocks = np.divmod(rows, self.base.n_blocks)
+        unique_rows, position = np.unique(base_rows, return_inverse=True)
+        return self.base.read_rows(unique_rows)[position, blocks][:, None, :]
+
+    def describe(self) -> dict:
+        return {**self.base.describe(), "blocks_as_samples": True}
+
+
+def source_for_dictionary(source: ActivationSource, config: DictionaryConfig) -> ActivationSource:
+    """``source`` as the dictionary's input: an SAE on multi-block activations sees every block as a sample
+    (:class:`BlocksAsSamples`); otherwise the blocks and width must match the config."""
+    if config.kind == "sae" and source.n_blocks > 1 and source.d == config.d:
+        return BlocksAsSamples(source)
+    if (source.n_blocks, source.d) != (config.n_blocks, config.d):
+        raise DictionaryError(
+            f"activations of shape {list(source.shape)} do not fit this {config.kind}: expected "
+            f"[N, {config.n_blocks}, {config.d}] (n_blocks = {config.n_blocks}, d = {config.d})"
+        )
+    return source
+
+
+class ActivationStore(ActivationSource):
+    """A store opened from its directory: the manifest is read and every shard checked (header only) and
+    memory-mapped; rows are read on demand. A missing, empty, truncated or corrupt store raises :class:`StoreError`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = _read_manifest(self.path)
+        self.shape = tuple(self.manifest["shape"])
+        self.shard_rows = [shard["rows"] for shard in self.manifest["shards"]]
+        self.mean_norm = float(self.manifest["statistics"]["mean_norm"])
+        self.shards = [self._open_shard(shard["file"], rows) for shard, rows in zip(self.manifest["shards"], self.shard_rows)]
+        self.starts = np.concatenate([[0], np.cumsum(self.shard_rows)])
+
+    def _open_shard(self, name: str, rows: int) -> np.ndarray:
+        file = self.path / name
+        if not file.is_file():
+            raise StoreError(f"shard {name!r} of activation store {str(self.path)!r} is missing: the manifest lists it")
+        try:
+            shard = np.load(file, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as err:
+            raise StoreError(f"shard {str(file)!r} is truncated or corrupt: {err}") from None
+        expected = (rows, *self.shape[1:])
+        if shard.shape != expected or shard.dtype != np.dtype(self.manifest["dtype"]):
+            raise StoreError(
+                f"shard {str(file)!r} holds {shard.dtype} {list(shard.shape)}: the manifest says "
+                f"{self.manifest['dtype']} {list(expected)}"
+            )
+        return shard
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        shard_ids = np.searchsorted(self.starts, rows, side="right") - 1
+        bounds = np.searchsorted(shard_ids, np.arange(len(self.shards) + 1))
+        parts = [
+            self.shards[s][rows[bounds[s]:bounds[s + 1]] - self.starts[s]]
+            for s in range(len(self.shards)) if bounds[s] < bounds[s + 1]
+        ]
+        return np.concatenate(parts)
+
+    def describe(self) -> dict:
+        keys = ("shape", "dtype", "group", "action", "layer", "source", "statistics")
+        return {"store": str(self.path.resolve()), **{key: self.manifest.get(key) for key in keys}}
+
+
+class ActivationStoreWriter:
+    """Streams batches ``[n, B, d]`` into a new store at ``path``, a shard of ``shard_rows`` rows at a time.
+
+    The store is built under a temporary name and appears at ``path`` only when :meth:`close` succeeds; an error
+    in :meth:`append` or :meth:`close`, or :meth:`abort`, removes it. As a context manager it closes on success
+    and aborts on an exception::
+
+        with ActivationStoreWriter(path, n_blocks=8, d=128, group="D4", layer="mlp") as writer:
+            for acts_NBD in harvest():
+                writer.append(acts_NBD)
+
+    ``group``, ``action``, ``layer`` and ``source`` (the run the activations come from) and ``metadata``
+    (JSON-able) are recorded in the manifest. ``shard_rows`` defaults to about 64 MiB per shard.
+    """
+
+    def __init__(
+        self, path: str | Path, n_blocks: int, d: int, *, dtype: str = "float32", shard_rows: int | None = None,
+        group: str | None = None, action: str | None = None, layer: str | None = None, source: str | None = None,
+        metadata: dict | None = None, overwrite: bool = False,
+    ):
+        if dtype not in DTYPES:
+            raise StoreError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        if Path(path).exists() and not overwrite:
+            raise StoreError(f"{str(path)!r} already exists: expected a new path for the activation store (or overwrite=True)")
+        self.path = Path(path)
+        self.block_shape = (n_blocks, d)
+        self.dtype = np.dtype(dtype)
+        self.shard_rows = shard_rows or max(1, SHARD_BYTES // (n_blocks * d * self.dtype.itemsize))
+        self.record = {"group": group, "action": action, "layer": layer, "source": source, "metadata": metadata or {}}
+        self._directory = AtomicDirectory(self.path, overwrite=True)
+        self._pending: list[np.ndarray] = []
+        self._shards: list[dict] = []
+        self._block_norm_sums = np.zeros(n_blocks)
+        self._rows = 0
+
+    def append(self, acts_NBD: np.ndarray | torch.Tensor) -> None:
+        """Add rows ``[n, B, d]`` (finite values)."""
+        self._abort_on_error(self._append, acts_NBD)
+
+    def close(self) -> ActivationStore:
+        """Write the last shard and the manifest, move the store into place and open it."""
+        return self._abort_on_error(self._close)
+
+    def abort(self) -> None:
+        """Remove everything written so far."""
+        self._directory.abort()
+
+    def __enter__(self) -> "ActivationStoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _abort_on_error(self, step, *args):
+        try:
+            return step(*args)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _append(self, acts_NBD) -> None:
+        acts = acts_NBD.detach().cpu().numpy() if isinstance(acts_NBD, torch.Tensor) else np.asarray(acts_NBD)
+        if acts.ndim != 3 or acts.shape[1:] != self.block_shape:
+            raise StoreError(f"activations of shape {list(acts.shape)}: expected [n, {self.block_shape[0]}, {self.block_shape[1]}] for store {str(self.path)!r}")
+        if not np.isfinite(acts).all():
+            raise StoreError(f"activations appended to {str(self.path)!r} contain NaN or inf: expected finite values")
+        acts = acts.astype(self.dtype)
+        self._block_norm_sums += np.linalg.norm(acts.astype(np.float64), axis=-1).sum(0)
+        self._rows += len(acts)
+        self._pending.append(acts)
+        while sum(map(len, self._pending)) >= self.shard_rows:
+            self._write_shard(self.shard_rows)
+
+    def _write_shard(self, rows: int) -> None:
+        pending = np.concatenate(self._pending)
+        name = f"shard_{len(self._shards):05d}.npy"
+        np.save(self._directory.path / name, pending[:rows])
+        self._shards.append({"file": name, "rows": rows})
+        self._pending = [pending[rows:]]
+
+    def _close(self) -> ActivationStore:
+        if self._rows == 0:
+            raise StoreError(f"no activations were appended to {str(self.path)!r}: expected at least one row")
+        remaining = sum(map(len, self._pending))
+        if remaining:
+            self._write_shard(remaining)
+        block_mean_norms = self._block_norm_sums / self._rows
+        manifest = {
+            "format": FORMAT, "version": VERSION, "shape": [self._rows, *self.block_shape], "dtype": self.dtype.name,
+            "shards": self._shards, **self.record,
+            "statistics": {"mean_norm": float(block_mean_norms.mean()), "block_mean_norms": block_mean_norms.tolist()},
+        }
+        (self._directory.path / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        self._directory.commit()
+        return ActivationStore(self.path)
+
+
+def write_store(path: str | Path, acts_NBD: np.ndarray | torch.Tensor, **options) -> ActivationStore:
+    """Write ``acts_NBD`` as a new store (``options``: those of :class:`ActivationStoreWriter`) and open it."""
+    if acts_NBD.ndim != 3:
+        raise StoreError(f"activations of shape {list(acts_NBD.shape)}: expected [N, B, d]")
+    writer = ActivationStoreWriter(path, acts_NBD.shape[1], acts_NBD.shape[2], **options)
+    writer.append(acts_NBD)
+    return writer.close()
+
+
+def open_store(path: str | Path) -> ActivationStore:
+    """Open the store at ``path`` (see :class:`ActivationStore`)."""
+    return ActivationStore(path)
+
+
+def _read_manifest(path: Path) -> dict:
+    file = path / MANIFEST
+    if not file.is_file():
+        raise StoreError(f"{str(path)!r} is not an activation store: expected a directory with {MANIFEST}")
+    try:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StoreError(f"{str(file)!r} is corrupt: {err}") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise StoreError(f"{str(file)!r} is corrupt: {problem}")
+    if manifest["shape"][0] == 0:
+        raise StoreError(f"activation store {str(path)!r} is empty: expected at least one row")
+    return manifest
+
+
+def _manifest_problem(manifest) -> str | None:
+    """What is wrong with a parsed manifest, or ``None``."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return f"expected a JSON object with format {FORMAT!r}"
+    shape, dtype, shards = manifest.get("shape"), manifest.get("dtype"), manifest.get("shards")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n >= 0 for n in shape) and min(shape[1:]) > 0):
+        return f"shape {shape!r}: expected [N, B, d] with B, d > 0"
+    if dtype not in DTYPES:
+        return f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}"
+    if not isinstance(shards, list) or not all(_is_shard_entry(shard) for shard in shards):
+        return "expected 'shards' to list {\"file\": <name in the store>, \"rows\": <count>} entries"
+    if sum(shard["rows"] for shard in shards) != shape[0]:
+        return f"its shards hold {sum(shard['rows'] for shard in shards)} rows, its shape says {shape[0]}"
+    statistics = manifest.get("statistics")
+    if not isinstance(statistics, dict) or not isinstance(statistics.get("mean_norm"), (int, float)):
+        return "expected statistics.mean_norm, a number"
+    return None
+
+
+def _is_shard_entry(shard) -> bool:
+    return (
+        isinstance(shard, dict) and isinstance(shard.get("file"), str) and Path(shard["file"]).name == shard["file"]
+        and isinstance(shard.get("rows"), int) and shard["rows"] >= 0
+    )
