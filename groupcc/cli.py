@@ -32,10 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=_groups_info)
 
     from .composer_cmd import add_composer_commands
+    from .dict_cmd import add_dict_commands
     from .harvest_cmd import add_harvest_command
 
     add_composer_commands(commands)
     add_harvest_command(commands)
+    add_dict_commands(commands)
     return parser
 
 

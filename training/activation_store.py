@@ -159,6 +159,25 @@ class BlocksAsSamples(ActivationSource):
         return {**self.base.describe(), "blocks_as_samples": True}
 
 
+class SelectBlocks(ActivationSource):
+    """A view ``[N, len(blocks), d]`` of some blocks of a source (e.g. ``[0]``: the identity block alone)."""
+
+    def __init__(self, base: ActivationSource, blocks: list[int]):
+        bad = [b for b in blocks if not 0 <= b < base.n_blocks]
+        if bad or not blocks:
+            raise StoreError(f"blocks {blocks}: expected a non-empty list of block indices in 0..{base.n_blocks - 1}")
+        self.base, self.blocks = base, list(blocks)
+        self.shape = (base.n_rows, len(blocks), base.d)
+        self.shard_rows = base.shard_rows
+        self.mean_norm = base.mean_norm
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.base.read_rows(rows)[:, self.blocks]
+
+    def describe(self) -> dict:
+        return {**self.base.describe(), "blocks": self.blocks}
+
+
 def source_for_dictionary(source: ActivationSource, config: DictionaryConfig) -> ActivationSource:
     """``source`` as the dictionary's input: an SAE on multi-block activations sees every block as a sample
     (:class:`BlocksAsSamples`); otherwise the blocks and width must match the config."""
