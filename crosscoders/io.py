@@ -99,15 +99,20 @@ def save_dictionary(dictionary: Dictionary, path: str | Path, record: dict | Non
     return path
 
 
+def load_json(file: str | Path, error: type[Exception]):
+    """Parse a JSON file; a corrupt one raises ``error`` with a one-line message naming the file."""
+    try:
+        return json.loads(Path(file).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{str(file)!r} is corrupt: {err}") from None
+
+
 def read_dictionary_record(path: str | Path) -> dict:
     """The parsed ``config.json`` of a dictionary directory (one-line :class:`DictionaryError` if missing or corrupt)."""
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
         raise DictionaryError(f"{str(path)!r} is not a dictionary directory: expected {CONFIG_FILE} and {WEIGHTS_FILE} in it")
-    try:
-        record = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DictionaryError(f"{str(file)!r} is corrupt: {err}") from None
+    record = load_json(file, DictionaryError)
     if not isinstance(record, dict) or record.get("format") != FORMAT or "dictionary" not in record:
         raise DictionaryError(f"{str(file)!r} is not a groupcc dictionary config: expected format {FORMAT!r} and a 'dictionary' entry")
     return record

@@ -56,7 +56,7 @@ def run_train(args: argparse.Namespace) -> None:
     try:
         metrics = train_composer(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     except KeyboardInterrupt:
-        raise SystemExit(f"groupcc: interrupted; the state is saved: continue with 'groupcc composer train --group {args.group} --out {out} --resume'")
+        raise SystemExit(f"groupcc: interrupted; the state is saved: continue with 'groupcc composer train --group {args.group} --out {out} --resume'") from None
     print(
         f"trained {config.architecture.arch} on {config.group} ({config.task}) for {metrics['epochs_done']} epochs in "
         f"{metrics['wall_time_s']} s on {metrics['device']}: train loss {metrics['train_loss']:.2e}, "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 
 from groups import Group, get_group, read_cayley_table
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cayley import spanning_tree
 from .permutations import permutation_keys
 from .irreps import Irrep, check_complete, decompose, dedupe_by_character, _character_key
 
@@ -125,25 +126,14 @@ def young_generators(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _extend_from_generators(group: "Group", generator_elements: list[int], generator_matrices: np.ndarray) -> np.ndarray:
-    """Matrices for every element from the generators' matrices, by breadth-first search on the Cayley
+    """Matrices for every element from the generators' matrices, along a spanning tree of the Cayley
     graph: ``ρ(s·g) = ρ(s) ρ(g)``."""
     d = generator_matrices.shape[-1]
     mats = np.zeros((group.order, d, d))
     mats[0] = np.eye(d)
-    known = np.zeros(group.order, dtype=bool)
-    known[0] = True
-    frontier = np.array([0])
-    while frontier.size:
-        new_frontier = []
-        for element, matrix in zip(generator_elements, generator_matrices):
-            targets = group.mult_table[element, frontier]
-            fresh = ~known[targets]
-            targets, sources = targets[fresh], frontier[fresh]
-            targets, first = np.unique(targets, return_index=True)
-            mats[targets] = np.einsum("ij,gjk->gik", matrix, mats[sources[first]])
-            known[targets] = True
-            new_frontier.append(targets)
-        frontier = np.concatenate(new_frontier) if new_frontier else np.array([], dtype=np.int64)
+    _, steps = spanning_tree([group.mult_table[element] for element in generator_elements], group.order)
+    for s, targets, sources in steps:
+        mats[targets] = np.einsum("ij,gjk->gik", generator_matrices[s], mats[sources])
     return mats
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -254,9 +256,6 @@ def quaternion() -> Group:
 def read_cayley_table(path) -> Group:
     """A group from a Cayley table file: ``.npy``, ``.json`` (a list of rows) or text (``.csv``/``.txt``,
     entries separated by commas or white space). The group is named after the file."""
-    from pathlib import Path
-    import json
-
     file = Path(path)
     if not file.is_file():
         raise GroupError(f"Cayley table file {str(file)!r} does not exist")

@@ -130,23 +130,23 @@ class Group:
 
     @cached_property
     def _classes(self) -> list[np.ndarray]:
-        class_of = np.full(self.order, -1, dtype=np.int64)
+        seen = np.zeros(self.order, dtype=bool)
         classes = []
         everyone = np.arange(self.order)
         for h in range(self.order):
-            if class_of[h] >= 0:
-                continue
-            members = np.unique(self.conjugate(everyone, h))
-            class_of[members] = len(classes)
-            classes.append(members)
-        self._class_of = class_of
+            if not seen[h]:
+                members = np.unique(self.conjugate(everyone, h))
+                seen[members] = True
+                classes.append(members)
         return classes
 
-    @property
+    @cached_property
     def class_of(self) -> np.ndarray:
         """``class_of[g]`` is the index (into ``conjugacy_classes()``) of the class of ``g``."""
-        self._classes  # noqa: B018  (computes _class_of)
-        return self._class_of
+        class_of = np.empty(self.order, dtype=np.int64)
+        for index, members in enumerate(self._classes):
+            class_of[members] = index
+        return class_of
 
     @cached_property
     def num_real_classes(self) -> int:

@@ -11,6 +11,7 @@ import itertools
 
 import numpy as np
 
+from .cayley import spanning_tree
 from .errors import GroupError
 
 #: Largest group order groupcc builds a full multiplication table for (S7 = 5040 fits; the table of a
@@ -93,31 +94,16 @@ def permutation_mult_table(perms: np.ndarray) -> np.ndarray:
         return order[slot]
 
     generator_rows: list[np.ndarray] = []
-    parent = np.full(n, -1, dtype=np.int64)  # element reached as generator_rows[via[x]][parent[x]]
-    via = np.full(n, -1, dtype=np.int64)
-    parent[0] = 0
-    levels = [np.array([0])]
-    while (parent < 0).any():
-        generator_rows.append(left_row(int(np.flatnonzero(parent < 0)[0])))
-        frontier = np.flatnonzero(parent >= 0)  # re-grow from everything reached with the new generator
-        while frontier.size:
-            grown = []
-            for s, row in enumerate(generator_rows):
-                targets = row[frontier]
-                fresh = parent[targets] < 0
-                targets, sources = targets[fresh], frontier[fresh]
-                targets, first = np.unique(targets, return_index=True)
-                parent[targets], via[targets] = sources[first], s
-                grown.append(targets)
-            frontier = np.concatenate(grown)
-            if frontier.size:
-                levels.append(frontier)
+    reached = np.zeros(n, dtype=bool)
+    reached[0] = True
+    steps: list = []  # the trivial group needs no generators
+    while not reached.all():  # add generators until they generate everything
+        generator_rows.append(left_row(int(np.flatnonzero(~reached)[0])))
+        reached, steps = spanning_tree(generator_rows, n)
     table = np.empty((n, n), dtype=np.int64)
     table[0] = np.arange(n)
-    for level in levels[1:]:  # parents always come from earlier levels
-        for s, row in enumerate(generator_rows):
-            members = level[via[level] == s]
-            table[members] = row[table[parent[members]]]
+    for s, targets, sources in steps:
+        table[targets] = generator_rows[s][table[sources]]
     return table
 
 

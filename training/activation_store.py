@@ -20,6 +20,7 @@ batch ``b`` of the stream depends only on ``(seed, b)``, so a resumed training r
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from crosscoders import AtomicDirectory, DictionaryConfig, DictionaryError
+from crosscoders.io import load_json
 from groups import GroupccError
 
 MANIFEST = "manifest.json"
@@ -41,7 +43,7 @@ class StoreError(GroupccError):
     is one line naming the bad value and what was expected."""
 
 
-class ActivationSource:
+class ActivationSource(ABC):
     """Rows ``[N, B, d]`` split into shards; subclasses give ``shape``, ``shard_rows``, ``mean_norm`` and
     :meth:`read_rows`."""
 
@@ -61,9 +63,9 @@ class ActivationSource:
     def d(self) -> int:
         return self.shape[2]
 
+    @abstractmethod
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """``[len(rows), B, d]`` for increasing global row indices."""
-        raise NotImplementedError
 
     def describe(self) -> dict:
         """A JSON-able description for run records."""
@@ -352,10 +354,7 @@ def _read_manifest(path: Path) -> dict:
     file = path / MANIFEST
     if not file.is_file():
         raise StoreError(f"{str(path)!r} is not an activation store: expected a directory with {MANIFEST}")
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise StoreError(f"{str(file)!r} is corrupt: {err}") from None
+    manifest = load_json(file, StoreError)
     problem = _manifest_problem(manifest)
     if problem:
         raise StoreError(f"{str(file)!r} is corrupt: {problem}")

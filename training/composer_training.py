@@ -4,7 +4,7 @@ cross-entropy in float64, a random train/test split of all ``|G|²`` pairs.
 A run directory holds:
 - ``config.json``: group, task, architecture and training settings (enough to rebuild everything);
 - ``split.safetensors``: the train and test pair indices (pair ``(a, b)`` has index ``a·|G| + b``);
-- ``checkpoints/epoch_XXXXXXX.safetensors``: weights at log-spaced epochs (progress measures);
+- ``checkpoints/epoch_<epoch, 7 digits>.safetensors``: weights at log-spaced epochs (progress measures);
 - ``state.safetensors``: weights + optimiser moments + epoch, saved periodically and on interrupt, for resume;
 - ``model.safetensors``: the final weights;
 - ``history.json``: train/test loss and accuracy over training;
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from groups import Group, GroupccError, get_group, parse_word

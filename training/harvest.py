@@ -90,11 +90,6 @@ def iter_harvest(
         model.train(was_training)
 
 
-def harvest_array(*args, **kwargs) -> np.ndarray:
-    """All of :func:`iter_harvest` as one ``[N, |G|, d]`` array."""
-    return torch.cat(list(iter_harvest(*args, **kwargs))).numpy()
-
-
 def harvest_to_store(path, batches: Iterator[torch.Tensor], group_order: int, **manifest) -> ActivationStore:
     """Stream :func:`iter_harvest` batches into a new activation store (removed again on any error)."""
     first = next(batches, None)

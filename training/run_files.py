@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from crosscoders.io import atomic_write
+from crosscoders.io import atomic_write, load_json
 from groups import GroupccError
 
 
@@ -37,10 +37,7 @@ def read_json(path: str | Path, what: str = "run"):
     file = Path(path)
     if not file.exists():
         raise GroupccError(f"{str(file.parent)!r} is not a {what} directory: it has no {file.name}")
-    try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise GroupccError(f"{str(file)!r} is corrupt: {err}") from None
+    return load_json(file, GroupccError)
 
 
 def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:

@@ -38,7 +38,7 @@ def test_activation_fve_recovers_planted_terms():
     standard = next(i for i in group.irreps() if i.name == "[3,1]")
     basis = entry_basis(standard)
     pairs = np.arange(n * n)
-    a, b, ab = pairs // n, pairs % n, group.mult_table.reshape(-1)
+    a, ab = pairs // n, group.mult_table.reshape(-1)
     rng = np.random.default_rng(1)
     # Activations = 1·(ρ(a) part) + 2·(ρ(ab) part), with orthonormal mixing so the energies are 1 : 4.
     mix = np.linalg.qr(rng.standard_normal((9, 9)))[0]
