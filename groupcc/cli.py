@@ -31,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
     info.set_defaults(handler=_groups_info)
 
+    from .analyze_cmd import add_analyze_commands
     from .composer_cmd import add_composer_commands
+    from .demo import add_demo_command
     from .dict_cmd import add_dict_commands
     from .harvest_cmd import add_harvest_command
 
     add_composer_commands(commands)
     add_harvest_command(commands)
     add_dict_commands(commands)
+    add_analyze_commands(commands)
+    add_demo_command(commands)
     return parser
 
 
@@ -45,6 +49,12 @@ def _groups_info(args: argparse.Namespace) -> None:
     from .group_info import groups_info
 
     print(groups_info(args.group, args.json))
+
+
+def run_command(argv: list[str]) -> None:
+    """Parse and run one command; user errors propagate (the demo chains commands this way)."""
+    args = build_parser().parse_args(argv)
+    args.handler(args)
 
 
 def main(argv: list[str] | None = None) -> int:

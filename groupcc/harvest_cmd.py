@@ -37,7 +37,7 @@ def run_harvest(args: argparse.Namespace) -> None:
         shutil.rmtree(out)
     store = harvest_to_store(
         out, batches, run.group.order, group=run.config.group, action=args.action, layer=args.layer,
-        source=str(run.path), metadata={"task": run.config.task, "arch": run.config.architecture.arch},
+        source=str(run.path.resolve()), metadata={"task": run.config.task, "arch": run.config.architecture.arch},
     )
     info = store.describe()
     print(f"harvested {info['shape'][0]} inputs x {info['shape'][1]} group elements x width {info['shape'][2]} "

@@ -1,0 +1,287 @@
+"""Analysis of a trained dictionary: transform blocks, stabilisers, spectra, families, irrep matching, comparisons.
+
+:func:`analyze_dictionary` characterises every feature of one dictionary on an activation store:
+
+- its activations on the identity block of every row (features that never fire are *dead* and left out of the
+  families);
+- its transform blocks: the decoder blocks for a crosscoder, the virtual blocks of equivariant matching for an
+  SAE (:mod:`eval.sae_families`);
+- from the blocks, its stabiliser, irrep spectrum and family (:mod:`eval.transform_blocks`, :mod:`eval.families`);
+- for an SAE also its decoder-similarity family;
+- for composer activations (all ``|G|²`` pairs in pair order), its irrep (:mod:`eval.irrep_matching`).
+
+:func:`compare_dictionaries` scores each clustering against the irrep labels and the SAE's against the crosscoder's
+(each SAE feature stands in for the crosscoder feature whose activations are most like its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from crosscoders import Dictionary
+from groups import Group, GroupccError
+from training.activation_store import ActivationSource
+
+from .comparisons import best_partners, compare_labels
+from .families import Clustering, cluster, signatures
+from .irrep_matching import IrrepMatch, match_irreps
+from .sae_families import EquivariantMatch, decoder_distances, equivariant_match, virtual_blocks
+from .transform_blocks import block_norms, block_similarity, spectra, stabilisers
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """``stabiliser_tolerance``: bound on the relative deviation ``δ(h)``; ``n_families``: fixed number of families
+    (``None``: chosen by silhouette up to ``max_families``); ``min_explained``: below it a feature's irrep is
+    ``mixed``; ``matching_rows``: rows (a fixed random subset) used for the SAE's equivariant matching."""
+
+    stabiliser_tolerance: float = 0.1
+    n_families: int | None = None
+    max_families: int = 12
+    min_explained: float = 0.0
+    matching_rows: int = 2048
+    batch_rows: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class DictionaryAnalysis:
+    """Everything known about one dictionary's features; arrays are over all ``F`` features, families only
+    cover the firing ones (``family[i] = -1`` for dead features)."""
+
+    kind: str
+    group: Group
+    codes_NF: np.ndarray
+    blocks_FBD: np.ndarray
+    frequency: np.ndarray
+    stabilisers: list[np.ndarray]
+    spectrum: np.ndarray
+    families: Clustering
+    family: np.ndarray
+    irreps: IrrepMatch | None = None
+    equivariance: EquivariantMatch | None = None
+    decoder_families: Clustering | None = None
+    decoder_family: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.frequency > 0
+
+    def irrep_labels(self) -> list[str] | None:
+        return None if self.irreps is None else self.irreps.labels
+
+    def block_similarity(self, feature: int) -> np.ndarray:
+        """``[|G|, |G|]`` block similarity of one feature."""
+        return block_similarity(self.blocks_FBD[feature : feature + 1])[0]
+
+    def representatives(self) -> list[int]:
+        """Per family, the member closest to the family's mean signature (the family's typical feature)."""
+        out = []
+        for family in range(self.families.n_families):
+            members = np.flatnonzero(self.family == family)
+            sig = self.extra["signatures"][members]
+            out.append(int(members[np.linalg.norm(sig - sig.mean(axis=0), axis=1).argmin()]))
+        return out
+
+
+@torch.no_grad()
+def feature_codes(dictionary: Dictionary, source: ActivationSource, block: int = 0, rows: np.ndarray | None = None,
+                  batch_rows: int = 1024, progress: bool = False) -> np.ndarray:
+    """``[N, F]`` activations of the features on ``rows`` (all by default). A crosscoder encodes the whole row
+    (it reads the blocks it was trained to read; ``block`` must be 0); an SAE encodes block ``block``."""
+    rows = np.arange(source.n_rows) if rows is None else np.asarray(rows)
+    device = dictionary.b_dec.device
+    was_training = dictionary.training
+    dictionary.eval()
+    out = []
+    for start in tqdm(range(0, len(rows), batch_rows), disable=not progress, desc=f"codes (block {block})", leave=False):
+        chunk = torch.as_tensor(source.read_rows(rows[start : start + batch_rows]))
+        if dictionary.config.kind == "sae":
+            chunk = chunk[:, block : block + 1]
+        out.append(dictionary.encode(chunk.to(device)).to_dense().cpu().numpy())
+    dictionary.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, dictionary.config.n_features), dtype=np.float32)
+
+
+def analyze_dictionary(
+    dictionary: Dictionary,
+    source: ActivationSource,
+    group: Group,
+    *,
+    answers: np.ndarray | None = None,
+    settings: AnalysisSettings = AnalysisSettings(),
+    progress: bool = True,
+) -> DictionaryAnalysis:
+    """Analyse one dictionary (see the module docstring). ``answers`` (``w(a, b)`` per pair) turns on irrep
+    matching; the rows of ``source`` must then be the ``|G|²`` pairs in order."""
+    config = dictionary.config
+    if source.n_blocks != group.order:
+        raise GroupccError(f"the activations have {source.n_blocks} blocks but {group.name} has {group.order} elements: "
+                           "expected activations harvested under this group")
+    if source.d != config.d:
+        raise GroupccError(f"the dictionary reads width {config.d} but the activations have width {source.d}")
+    if config.kind == "crosscoder" and config.n_blocks != group.order:
+        raise GroupccError(f"the crosscoder has {config.n_blocks} blocks but {group.name} has {group.order} elements")
+    codes = feature_codes(dictionary, source, batch_rows=settings.batch_rows, progress=progress)
+    if not np.isfinite(codes).all():
+        raise GroupccError("the feature activations contain NaN or inf: the activations or the dictionary are not finite")
+    frequency = (codes > 0).mean(axis=0)
+    decoder = dictionary.W_dec.detach().cpu().double().numpy()  # [F, B, d]
+    equivariance = None
+    if config.kind == "crosscoder":
+        blocks = decoder
+    else:
+        equivariance = _equivariant_match(dictionary, source, group, settings, progress)
+        blocks = virtual_blocks(equivariance, decoder[:, 0])
+    alive = frequency > 0
+    subgroup_list = stabilisers(group, blocks, settings.stabiliser_tolerance)
+    sig = signatures(group, blocks, np.array([len(s) for s in subgroup_list]))
+    families, family = _families(sig, alive, settings)
+    analysis = DictionaryAnalysis(
+        kind=config.kind, group=group, codes_NF=codes, blocks_FBD=blocks, frequency=frequency,
+        stabilisers=subgroup_list, spectrum=spectra(group, blocks), families=families, family=family,
+        equivariance=equivariance, extra={"signatures": sig, "block_norms": block_norms(blocks)},
+    )
+    if config.kind == "sae":
+        distances = decoder_distances(decoder[:, 0])[np.ix_(alive, alive)]
+        analysis.decoder_families, analysis.decoder_family = _families(distances, alive, settings, metric="precomputed")
+    if answers is not None:
+        if codes.shape[0] != group.order**2:
+            raise GroupccError(f"irrep matching needs the activations of all {group.order**2} pairs of {group.name}, "
+                               f"got {codes.shape[0]} rows")
+        analysis.irreps = match_irreps(group, codes, answers, settings.min_explained)
+    return analysis
+
+
+def _families(points: np.ndarray, alive: np.ndarray, settings: AnalysisSettings, metric: str = "euclidean") -> tuple[Clustering, np.ndarray]:
+    """Cluster the firing features; family ``-1`` for dead ones. ``points`` is over all features, or over the
+    firing ones only for a precomputed distance matrix."""
+    chosen = points if metric == "precomputed" else points[alive]
+    n_families = None if settings.n_families is None else min(settings.n_families, int(alive.sum()))
+    clustering = cluster(chosen, n_families, max_families=settings.max_families, metric=metric)
+    family = np.full(alive.shape[0], -1)
+    family[alive] = clustering.labels
+    return clustering, family
+
+
+def _equivariant_match(dictionary: Dictionary, source: ActivationSource, group: Group, settings: AnalysisSettings, progress: bool) -> EquivariantMatch:
+    """Codes of every block on a fixed random subset of rows, matched against the identity block's."""
+    rng = np.random.default_rng(settings.seed)
+    n_rows = min(settings.matching_rows, source.n_rows)
+    rows = np.sort(rng.choice(source.n_rows, size=n_rows, replace=False))
+    block_codes = np.stack([
+        feature_codes(dictionary, source, block=g, rows=rows, batch_rows=settings.batch_rows)
+        for g in tqdm(range(group.order), disable=not progress, desc="equivariant matching")
+    ])
+    return equivariant_match(block_codes[0], block_codes)
+
+
+def compare_dictionaries(crosscoder: DictionaryAnalysis | None, sae: DictionaryAnalysis | None) -> dict:
+    """ARI, NMI and purity of every clustering against the irrep labels (firing features), and of the SAE's
+    equivariant families against the families of each SAE feature's crosscoder partner."""
+    out: dict = {}
+    for name, analysis, family in [
+        ("crosscoder", crosscoder, None if crosscoder is None else crosscoder.family),
+        ("sae_equivariant", sae, None if sae is None else sae.family),
+        ("sae_decoder", sae, None if sae is None else sae.decoder_family),
+    ]:
+        if analysis is None or analysis.irreps is None or family is None:
+            continue
+        alive = analysis.alive
+        labels = [label for label, keep in zip(analysis.irreps.labels, alive) if keep]
+        out[f"{name}_vs_irreps"] = compare_labels(family[alive], labels)
+    if crosscoder is not None and sae is not None:
+        partners, similarity = best_partners(sae.codes_NF, crosscoder.codes_NF)
+        alive = sae.alive & crosscoder.alive[partners]
+        out["sae_vs_crosscoder"] = {
+            **compare_labels(sae.family[alive], crosscoder.family[partners[alive]]),
+            "mean_partner_cosine": float(similarity[alive].mean()) if alive.any() else float("nan"),
+        }
+    for name, analysis in (("crosscoder", crosscoder), ("sae", sae)):
+        if analysis is not None and analysis.irreps is not None:
+            out.setdefault("features_per_irrep", {})[name] = analysis.irreps.counts()
+    return out
+
+
+def family_table(analysis: DictionaryAnalysis, family: np.ndarray | None = None) -> list[dict]:
+    """One row per family: size, irrep labels and stabiliser orders of its members (counts), mean irrep
+    spectrum, mean firing frequency and representative feature."""
+    family = analysis.family if family is None else family
+    names = [irrep.name for irrep in analysis.group.irreps()]
+    representatives = analysis.representatives() if family is analysis.family else [None] * (family.max() + 1)
+    rows = []
+    for index in range(family.max() + 1):
+        members = np.flatnonzero(family == index)
+        row = {
+            "family": index,
+            "size": int(members.size),
+            "stabiliser_orders": _counts(len(analysis.stabilisers[i]) for i in members),
+            "mean_spectrum": dict(zip(names, np.round(analysis.spectrum[members].mean(axis=0), 4).tolist())),
+            "mean_frequency": float(analysis.frequency[members].mean()),
+            "representative": representatives[index],
+        }
+        if analysis.irreps is not None:
+            row["irreps"] = _counts(analysis.irreps.labels[i] for i in members)
+        rows.append(row)
+    return rows
+
+
+def _counts(values) -> dict:
+    counts: dict = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def feature_rows(analysis: DictionaryAnalysis) -> list[dict]:
+    """One JSON-able row per feature."""
+    rows = []
+    for i in range(len(analysis.frequency)):
+        row = {
+            "feature": i,
+            "frequency": float(analysis.frequency[i]),
+            "family": int(analysis.family[i]),
+            "stabiliser": analysis.stabilisers[i].tolist(),
+            "stabiliser_order": len(analysis.stabilisers[i]),
+            "spectrum": np.round(analysis.spectrum[i], 4).tolist(),
+        }
+        if analysis.irreps is not None:
+            row.update(irrep=analysis.irreps.labels[i], explained=round(float(analysis.irreps.explained[i]), 4))
+        if analysis.equivariance is not None:
+            row["equivariance"] = round(float(analysis.equivariance.equivariance()[i]), 4)
+        if analysis.decoder_family is not None:
+            row["decoder_family"] = int(analysis.decoder_family[i])
+        rows.append(row)
+    return rows
+
+
+def analysis_summary(analysis: DictionaryAnalysis) -> dict:
+    """The JSON record of one dictionary's analysis (see :func:`family_table`, :func:`feature_rows`)."""
+    summary = {
+        "kind": analysis.kind,
+        "n_features": int(len(analysis.frequency)),
+        "n_firing": int(analysis.alive.sum()),
+        "families": {
+            "n_families": analysis.families.n_families,
+            "chosen_automatically": analysis.families.chosen_automatically,
+            "silhouette": {str(k): round(v, 4) for k, v in analysis.families.silhouette.items()},
+            "table": family_table(analysis),
+        },
+        "features": feature_rows(analysis),
+    }
+    if analysis.equivariance is not None:
+        summary["mean_equivariance"] = float(analysis.equivariance.equivariance()[analysis.alive].mean()) if analysis.alive.any() else float("nan")
+    if analysis.decoder_families is not None:
+        summary["decoder_families"] = {
+            "n_families": analysis.decoder_families.n_families,
+            "chosen_automatically": analysis.decoder_families.chosen_automatically,
+            "table": family_table(analysis, analysis.decoder_family),
+        }
+    if analysis.irreps is not None:
+        summary["features_per_irrep"] = analysis.irreps.counts()
+    return summary

@@ -1,0 +1,89 @@
+"""Plots of a dictionary analysis: block similarities of each family's representative, family sizes, spectra,
+families × irreps, and a dictionary's training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .analysis import DictionaryAnalysis
+from .comparisons import confusion
+from .plots import new_figure, plt, save_figure
+
+MAX_PANELS = 8
+
+
+def plot_family_blocks(analysis: DictionaryAnalysis, path: str | Path, title: str) -> Path:
+    """Block-similarity matrices ``S_i[g, h]`` of each family's representative feature (first ``MAX_PANELS``)."""
+    representatives = analysis.representatives()[:MAX_PANELS] or [0]
+    cols = min(4, len(representatives))
+    rows = -(-len(representatives) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for panel, feature in enumerate(representatives):
+        axis = axes.flat[panel]
+        image = axis.imshow(analysis.block_similarity(feature), vmin=-1, vmax=1, cmap="RdBu_r")
+        stabiliser = len(analysis.stabilisers[feature])
+        axis.set_title(f"family {analysis.family[feature]}: feature {feature}\n|stabiliser| = {stabiliser}", fontsize=9)
+        axis.axis("on")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_xlabel("h", fontsize=8)
+        axis.set_ylabel("g", fontsize=8)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="cos(B[g], B[h])")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_family_sizes(clusterings: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Bar chart of family sizes, one panel per clustering (``family`` label arrays, ``-1`` = dead, left out)."""
+    fig, axes = new_figure(len(clusterings), width=4.0)
+    for axis, (name, family) in zip(axes, clusterings.items()):
+        sizes = np.bincount(family[family >= 0]) if (family >= 0).any() else np.zeros(0, dtype=int)
+        axis.bar(np.arange(len(sizes)), sizes, color="tab:blue")
+        axis.set(xlabel="family", ylabel="features", title=f"{name}: {len(sizes)} families")
+    return save_figure(fig, path)
+
+
+def plot_family_spectra(analysis: DictionaryAnalysis, path: str | Path, title: str) -> Path:
+    """Mean irrep spectrum of the block autocorrelation, families × irreps."""
+    names = [irrep.name for irrep in analysis.group.irreps()]
+    n_families = analysis.families.n_families
+    table = np.array([analysis.spectrum[analysis.family == f].mean(axis=0) for f in range(n_families)]).reshape(n_families, -1)
+    fig, (axis,) = new_figure(1, width=max(4.5, 0.5 * len(names) + 2), height=max(2.5, 0.35 * n_families + 1.5))
+    image = axis.imshow(table, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    axis.set_xticks(np.arange(len(names)), names, rotation=60, ha="right", fontsize=8)
+    axis.set_yticks(np.arange(n_families), [f"family {f}" for f in range(n_families)], fontsize=8)
+    fig.colorbar(image, ax=axis, label="energy fraction")
+    axis.set_title(title)
+    return save_figure(fig, path)
+
+
+def plot_family_irreps(analysis: DictionaryAnalysis, path: str | Path, title: str) -> Path:
+    """Families × matched irreps: how many features of each family were labelled with each irrep."""
+    alive = analysis.alive
+    labels = [label for label, keep in zip(analysis.irreps.labels, alive) if keep]
+    order = [irrep.name for irrep in analysis.group.irreps()] + ["mixed"]
+    table, names = confusion(analysis.family[alive], labels, [name for name in order if name in set(labels)])
+    fig, (axis,) = new_figure(1, width=max(4.0, 0.6 * len(names) + 2.5), height=max(2.5, 0.35 * len(table) + 1.5))
+    axis.imshow(table, cmap="Blues", aspect="auto")
+    for (row, col), count in np.ndenumerate(table):
+        if count:
+            axis.text(col, row, str(count), ha="center", va="center", fontsize=8)
+    axis.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(np.arange(len(table)), [f"family {f}" for f in range(len(table))], fontsize=8)
+    axis.set(xlabel="irrep of the feature's activations", title=title)
+    return save_figure(fig, path)
+
+
+def plot_dictionary_history(history: list[dict], path: str | Path, title: str) -> Path:
+    """FVU and L0 over training steps."""
+    steps = [entry["step"] for entry in history]
+    fig, (fvu_axis, l0_axis) = new_figure(2)
+    fvu_axis.semilogy(steps, [max(entry["fvu"], 1e-12) for entry in history])
+    fvu_axis.set(xlabel="step", ylabel="FVU (training batch)", title=f"{title}: FVU")
+    l0_axis.plot(steps, [entry["l0"] for entry in history], color="C1")
+    l0_axis.set(xlabel="step", ylabel="L0", title=f"{title}: L0")
+    return save_figure(fig, path)

@@ -1,0 +1,160 @@
+"""The analysis pipeline behind ``groupcc analyze``: load a dictionary (and optionally a second one of the other
+kind), its activations and, for composer activations, the composer run; analyse, compare, plot, and write
+``analysis.json`` with the plots into an analysis directory (atomically: a failed run leaves nothing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crosscoders import AtomicDirectory, load_dictionary, read_dictionary_record
+from crosscoders.io import load_json
+from eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_dictionary, compare_dictionaries
+from eval.analysis_plots import plot_dictionary_history, plot_family_blocks, plot_family_irreps, plot_family_sizes, plot_family_spectra
+from eval.composer_metrics import composer_metrics
+from eval.dictionary_metrics import evaluate_dictionary
+from groups import Group, GroupccError, get_group
+from training.activation_store import ActivationStore, open_store
+from training.composer_training import load_composer_run
+from training.run_files import atomic_write_json, read_json
+
+from .dict_cmd import dictionary_input
+
+FORMAT = "groupcc-analysis"
+VERSION = 1
+COMPOSER_PLOTS = {
+    "training_curves.png": ("composer training curves", "Train and test loss and test accuracy over epochs."),
+    "logit_similarity.png": ("logit similarity per irrep", "Key irreps in red (similarity above the threshold)."),
+    "progress_measures.png": ("progress measures", "Key-irrep FVE and restricted/excluded loss over the checkpoints."),
+}
+
+
+def recorded_acts(dictionary_dir: Path, record: dict) -> str:
+    """The activation store a dictionary was trained on, as its ``config.json`` records it."""
+    acts = record.get("acts") or record.get("data", {}).get("store")
+    if not acts:
+        raise GroupccError(f"{str(dictionary_dir)!r} does not record its activations: pass --acts")
+    return acts
+
+
+def check_group(dictionary_dir: Path, record: dict, store: ActivationStore) -> Group:
+    """The store's group, which must be the one the dictionary was trained under."""
+    name = store.manifest.get("group")
+    if not name:
+        raise GroupccError(f"activation store {str(store.path)!r} records no group: expected activations harvested under a group")
+    trained_on = record["dictionary"].get("group")
+    if trained_on not in (None, name):
+        raise GroupccError(f"dictionary {str(dictionary_dir)!r} was trained on group {trained_on}, but {str(store.path)!r} holds activations of {name}")
+    return get_group(name)
+
+
+def composer_context(store: ActivationStore, group: Group, progress: bool) -> tuple[dict | None, object]:
+    """For activations of a composer run on all pairs: the run's summary (key irreps, metrics) and its answers."""
+    source = store.manifest.get("source")
+    if not source or store.n_rows != group.order**2 or not (Path(source) / "config.json").is_file():
+        return None, None
+    run = load_composer_run(source)
+    if run.config.group != store.manifest.get("group"):
+        raise GroupccError(f"composer run {source!r} is on {run.config.group} but the store says {store.manifest.get('group')}")
+    saved = read_json(run.path / "metrics.json").get("interpretability") if (run.path / "metrics.json").exists() else None
+    metrics = saved or composer_metrics(run)
+    summary = {
+        "run": str(run.path.resolve()), "arch": run.config.architecture.arch, "task": run.config.task,
+        "key_irreps": metrics["key_irreps"],
+        "metrics": {key: value for key, value in metrics.items() if key not in ("key_irreps", "logit_similarity")},
+    }
+    return summary, run.data.answer.cpu().numpy()
+
+
+def analyze_runs(
+    dictionary_dirs: list[str | Path],
+    *,
+    acts: str | Path | None = None,
+    out: str | Path | None = None,
+    settings: AnalysisSettings = AnalysisSettings(),
+    overwrite: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Analyse one dictionary, or a crosscoder and an SAE of the same activations, into ``out``
+    (default ``<first dictionary>/analysis``); returns the analysis directory."""
+    dirs = [Path(d) for d in dictionary_dirs]
+    records = [read_dictionary_record(d) for d in dirs]
+    kinds = [record["dictionary"]["kind"] for record in records]
+    if len(set(kinds)) != len(kinds):
+        raise GroupccError(f"compare a crosscoder with an SAE: got two dictionaries of kind {kinds[0]!r}")
+    store = open_store(acts or recorded_acts(dirs[0], records[0]))
+    group = check_group(dirs[0], records[0], store)
+    for directory, record in zip(dirs[1:], records[1:]):
+        check_group(directory, record, store)
+    composer, answers = composer_context(store, group, progress)
+    out = Path(out) if out is not None else dirs[0] / "analysis"
+    analyses: dict[str, DictionaryAnalysis] = {}
+    entries: dict[str, dict] = {}
+    for directory, record in zip(dirs, records):
+        dictionary = load_dictionary(directory)
+        analysis = analyze_dictionary(dictionary, store, group, answers=answers, settings=settings, progress=progress)
+        analyses[analysis.kind] = analysis
+        entries[analysis.kind] = {
+            "path": str(directory.resolve()), "config": record["dictionary"],
+            "evaluation": _evaluation(directory, dictionary, store, record, progress), **analysis_summary(analysis),
+        }
+    comparison = compare_dictionaries(analyses.get("crosscoder"), analyses.get("sae"))
+    with AtomicDirectory(out, overwrite=overwrite) as staging:
+        plots = _plots(staging, analyses, dirs, composer)
+        title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
+        atomic_write_json(staging / "analysis.json", {
+            "format": FORMAT, "version": VERSION, "title": title,
+            "group": group.name, "group_order": group.order, "action": store.manifest.get("action"), "layer": store.manifest.get("layer"),
+            "acts": str(Path(store.path).resolve()),
+            "irreps": [{"name": irrep.name, "dim": irrep.dim, "type": irrep.type} for irrep in group.irreps()],
+            "composer": composer,
+            "settings": settings.__dict__,
+            "dictionaries": entries,
+            "comparison": comparison,
+            "plots": plots,
+        })
+    return out
+
+
+def _evaluation(directory: Path, dictionary, store: ActivationStore, record: dict, progress: bool) -> dict:
+    """The dictionary's ``evaluation.json`` when ``dict eval`` wrote one for these activations, else computed now."""
+    saved = directory / "evaluation.json"
+    if saved.is_file():
+        evaluation = load_json(saved, GroupccError)
+        if evaluation.get("acts") == str(Path(store.path).resolve()):
+            return evaluation
+    data = dictionary_input(store, dictionary.config.kind, record.get("sae_input"))
+    return evaluate_dictionary(dictionary, data, progress=progress).summary()
+
+
+def _plots(staging: Path, analyses: dict[str, DictionaryAnalysis], dirs: list[Path], composer: dict | None) -> list[dict]:
+    plots: list[dict] = []
+
+    def add(file: Path, title: str, caption: str) -> None:
+        plots.append({"file": str(file.relative_to(staging)) if file.is_relative_to(staging) else str(file), "title": title, "caption": caption})
+
+    if composer:
+        for name, (title, caption) in COMPOSER_PLOTS.items():
+            if (Path(composer["run"]) / "plots" / name).is_file():
+                add(Path(composer["run"]) / "plots" / name, title, caption)
+    for (kind, analysis), directory in zip(analyses.items(), dirs):
+        label = "crosscoder" if kind == "crosscoder" else "SAE (equivariant matching)"
+        add(plot_family_blocks(analysis, staging / "plots" / f"{kind}_family_blocks.png", f"{label}: one feature per family"),
+            f"{label}: block similarity of each family's representative",
+            "cos(B[g], B[h]) over pairs of group elements; the stabiliser is the set of h with B[g·h] = B[g].")
+        add(plot_family_spectra(analysis, staging / "plots" / f"{kind}_family_spectra.png", f"{label}: irrep spectra"),
+            f"{label}: irrep spectrum per family", "Mean energy fraction per irrep of the block autocorrelation φ(h) = mean_g S[g, g·h].")
+        if analysis.irreps is not None:
+            add(plot_family_irreps(analysis, staging / "plots" / f"{kind}_families_vs_irreps.png", f"{label}: families × irreps"),
+                f"{label}: families against the irreps of the features' activations", "Counts of firing features.")
+        history_file = directory / "metrics.json"
+        if history_file.is_file() and isinstance(history := read_json(history_file), list) and history:
+            add(plot_dictionary_history(history, staging / "plots" / f"{kind}_training.png", kind),
+                f"{kind} training", "FVU and L0 on the training batches.")
+        density = directory / "plots" / "feature_density.png"
+        if density.is_file():
+            add(density, f"{kind} feature density", "How often each feature fires (from groupcc dict eval).")
+    clusterings = {f"{kind} families": analysis.family for kind, analysis in analyses.items()}
+    if "sae" in analyses and analyses["sae"].decoder_family is not None:
+        clusterings["SAE decoder-similarity families"] = analyses["sae"].decoder_family
+    add(plot_family_sizes(clusterings, staging / "plots" / "family_sizes.png"), "family sizes", "Firing features per family.")
+    return plots

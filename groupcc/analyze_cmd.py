@@ -1,0 +1,71 @@
+"""``groupcc analyze`` (families, stabilisers, irreps, comparisons, plots) and ``groupcc report`` (HTML + Markdown)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from eval.analysis import AnalysisSettings
+from eval.report import write_report
+from training.run_files import read_json
+
+from .analysis_pipeline import analyze_runs
+
+
+def add_analyze_commands(commands) -> None:
+    analyze = commands.add_parser("analyze", help="families, stabilisers, irrep spectra and irreps of a dictionary's features")
+    analyze.add_argument("dictionary", help="dictionary run directory (from 'groupcc dict train')")
+    analyze.add_argument("--compare", help="a second dictionary of the other kind (SAE or crosscoder) on the same activations")
+    analyze.add_argument("--acts", help="activation store (default: the one the dictionary was trained on)")
+    analyze.add_argument("--out", help="analysis directory (default DICTIONARY/analysis)")
+    analyze.add_argument("--families", type=int, help="number of families (default: chosen by silhouette score)")
+    analyze.add_argument("--max-families", type=int, default=12, help="largest number of families tried")
+    analyze.add_argument("--tolerance", type=float, default=0.1, help="stabiliser tolerance: relative deviation ‖B[g·h] − B[g]‖/‖B‖")
+    analyze.add_argument("--min-explained", type=float, default=0.0, help="irrep matching: below this a feature is 'mixed'")
+    analyze.add_argument("--matching-rows", type=int, default=2048, help="inputs used for the SAE's equivariant matching")
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--json", action="store_true", help="print analysis.json's comparison and family counts as JSON")
+    analyze.add_argument("--quiet", action="store_true")
+    analyze.set_defaults(handler=run_analyze)
+
+    report = commands.add_parser("report", help="a self-contained HTML report and a Markdown summary of an analysis")
+    report.add_argument("run", help="an analysis directory, or a directory with an analysis/ folder (a dictionary run, a demo)")
+    report.add_argument("--out", help="where to write report.html and report.md (default: the analysis directory)")
+    report.set_defaults(handler=run_report)
+
+
+def run_analyze(args: argparse.Namespace) -> None:
+    settings = AnalysisSettings(
+        stabiliser_tolerance=args.tolerance, n_families=args.families, max_families=args.max_families,
+        min_explained=args.min_explained, matching_rows=args.matching_rows, seed=args.seed,
+    )
+    dictionaries = [args.dictionary] + ([args.compare] if args.compare else [])
+    out = analyze_runs(dictionaries, acts=args.acts, out=args.out, settings=settings, progress=not args.quiet)
+    analysis = read_json(out / "analysis.json")
+    if args.json:
+        print(json.dumps({"analysis": str(out), "comparison": analysis["comparison"],
+                          "families": {kind: entry["families"]["n_families"] for kind, entry in analysis["dictionaries"].items()}}, indent=1))
+        return
+    print(format_analysis(analysis, out))
+
+
+def format_analysis(analysis: dict, out: Path) -> str:
+    lines = [analysis["title"]]
+    for kind, entry in analysis["dictionaries"].items():
+        families = entry["families"]
+        lines.append(f"{kind}: {entry['n_firing']} of {entry['n_features']} features fire; {families['n_families']} families")
+        for row in families["table"]:
+            irreps = ", ".join(f"{name}×{count}" for name, count in row.get("irreps", {}).items())
+            orders = ", ".join(f"|H|={order}×{count}" for order, count in row["stabiliser_orders"].items())
+            lines.append(f"  family {row['family']}: {row['size']} features; stabilisers {orders}" + (f"; irreps {irreps}" if irreps else ""))
+    for name, scores in analysis["comparison"].items():
+        if "ari" in scores:
+            lines.append(f"{name}: ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}, purity {scores['purity']:.3f}, {scores['n_families']} families")
+    lines.append(f"wrote {out / 'analysis.json'} and plots in {out / 'plots'}   next: groupcc report {out}")
+    return "\n".join(lines)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    html, markdown = write_report(args.run, args.out)
+    print(f"report: {html}\nsummary: {markdown}")
