@@ -11,7 +11,8 @@ what the activation of ``g·x`` looks like when the feature fires on ``x``. Repl
   ``δ_i(h)² = Σ_g ‖B_i[g·h] − B_i[g]‖² / Σ_g ‖B_i[g]‖²``. With a tolerance the passing set need not be closed,
   so the stabiliser is grown greedily from the identity, adding passing elements (smallest ``δ`` first) only
   while the generated subgroup stays inside the passing set: the result is always a subgroup. The transformed
-  copy's stabiliser is the conjugate ``k⁻¹Hk``, so its order is unchanged.
+  copy by ``k`` is fixed by the conjugate ``kHk⁻¹`` (``B[g·h·k] = B[g·k]`` for all ``g`` iff ``k⁻¹hk ∈ H``), so the
+  stabiliser's order is unchanged.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def translation_deviation(group: Group, blocks_FBD: np.ndarray) -> np.ndarray:
     overlap = gram[:, g, group.mult_table].sum(axis=1)  # [F, h]: Σ_g ⟨B[g], B[g·h]⟩
     energy = np.trace(gram, axis1=1, axis2=2)[:, None]
     ratio = np.divide(2 * (energy - overlap), energy, out=np.zeros_like(overlap), where=energy > 0)
+    ratio[:, 0] = 0.0  # exactly, not a rounding residue whose square root is 1e-8
     return np.sqrt(np.clip(ratio, 0.0, None))
 
 

@@ -42,9 +42,10 @@ def demo_commands(args: argparse.Namespace, out: Path) -> list[list[str]]:
     composer, acts, report = out / "composer", out / "acts", out / "analysis"
     settings = {**DEMO_COMPOSER[args.arch], **({"epochs": args.epochs} if args.epochs else {})}
     quiet = ["--quiet"] if args.quiet else []
+    batch_size = min(DEMO_DICTIONARY["batch_size"], get_group(args.group).order ** 2)  # a batch cannot exceed the pairs
     dictionary = [
         "--features", str(args.features), "--sparsity", DEMO_DICTIONARY["sparsity"], "--l1", str(DEMO_DICTIONARY["l1"]),
-        "--steps", str(args.steps), "--batch-size", str(DEMO_DICTIONARY["batch_size"]), "--lr", str(DEMO_DICTIONARY["lr"]),
+        "--steps", str(args.steps), "--batch-size", str(batch_size), "--lr", str(DEMO_DICTIONARY["lr"]),
         "--seed", str(args.seed), "--device", args.device, *quiet,
     ]
     return [
