@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from safetensors.numpy import save_file
+
 from crosscoders import AtomicDirectory, load_dictionary, read_dictionary_record
 from crosscoders.io import load_json
 from eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_dictionary, compare_dictionaries
@@ -99,6 +102,8 @@ def analyze_runs(
         }
     comparison = compare_dictionaries(analyses.get("crosscoder"), analyses.get("sae"))
     with AtomicDirectory(out, overwrite=overwrite) as staging:
+        for kind, analysis in analyses.items():
+            save_file(feature_arrays(analysis), str(staging / f"{kind}_features.safetensors"))
         plots = _plots(staging, analyses, dirs, composer)
         title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
         atomic_write_json(staging / "analysis.json", {
@@ -113,6 +118,27 @@ def analyze_runs(
             "plots": plots,
         })
     return out
+
+
+def feature_arrays(analysis: DictionaryAnalysis) -> dict[str, np.ndarray]:
+    """Per-feature arrays for reloading without recomputing: block norms ``[F, |G|]``, stabiliser masks
+    ``[F, |G|]``, spectra, signatures, families, firing frequencies (and irrep FVEs for composers)."""
+    mask = np.zeros((len(analysis.frequency), analysis.group.order), dtype=np.uint8)
+    for i, members in enumerate(analysis.stabilisers):
+        mask[i, members] = 1
+    arrays = {
+        "block_norms": analysis.extra["block_norms"].astype(np.float32),
+        "stabiliser_mask": mask,
+        "spectrum": analysis.spectrum.astype(np.float32),
+        "signature": analysis.extra["signatures"].astype(np.float32),
+        "family": analysis.family.astype(np.int64),
+        "frequency": analysis.frequency.astype(np.float32),
+    }
+    if analysis.irreps is not None:
+        arrays["irrep_fve"] = analysis.irreps.fve.astype(np.float32)
+    if analysis.decoder_family is not None:
+        arrays["decoder_family"] = analysis.decoder_family.astype(np.int64)
+    return {name: np.ascontiguousarray(value) for name, value in arrays.items()}
 
 
 def _evaluation(directory: Path, dictionary, store: ActivationStore, record: dict, progress: bool) -> dict:

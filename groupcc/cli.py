@@ -7,6 +7,7 @@ with a non-zero exit status, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from groups import GroupccError
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"groupcc: error: {message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stdout = open(os.devnull, "w")
         return 1
     except KeyboardInterrupt:
         print("groupcc: interrupted", file=sys.stderr)

@@ -18,7 +18,13 @@ from groups import GroupccError, get_group
 DEMO_COMPOSER = {"mlp": {"epochs": 8000, "train_frac": 0.8, "lr": 3e-3}, "transformer": {"epochs": 20000, "train_frac": 0.8, "lr": 3e-3}}
 DEMO_LAYER = {"mlp": "hidden", "transformer": "hidden"}
 #: ReLU + L1 dictionaries: their features follow the composer's irreps (top-k ones tend to memorise single pairs).
-DEMO_DICTIONARY = {"features": 128, "sparsity": "l1", "l1": 2.0, "steps": 3000, "batch_size": 256, "lr": 1e-3}
+DEMO_DICTIONARY = {"sparsity": "l1", "l1": 2.0, "steps": 3000, "batch_size": 256, "lr": 1e-3}
+
+
+def demo_features(group_order: int) -> int:
+    """``|G|²/9`` features, clipped to 16..128: with as many features as a few per pair a dictionary memorises
+    pairs (features that fire on one pair mix every irrep); measured on S4 and D6."""
+    return int(min(128, max(16, group_order**2 // 9)))
 
 
 def add_demo_command(commands) -> None:
@@ -28,7 +34,7 @@ def add_demo_command(commands) -> None:
     demo.add_argument("--arch", choices=["mlp", "transformer"], default="mlp")
     demo.add_argument("--action", default="left", help="group action on the pairs (left, right, conjugation)")
     demo.add_argument("--epochs", type=int, help="composer epochs (default: 8000 for the MLP, 20000 for the Transformer)")
-    demo.add_argument("--features", type=int, default=DEMO_DICTIONARY["features"], help="dictionary features")
+    demo.add_argument("--features", type=int, help="dictionary features (default |G|²/9, clipped to 16..128)")
     demo.add_argument("--steps", type=int, default=DEMO_DICTIONARY["steps"], help="dictionary training steps")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
@@ -42,9 +48,10 @@ def demo_commands(args: argparse.Namespace, out: Path) -> list[list[str]]:
     composer, acts, report = out / "composer", out / "acts", out / "analysis"
     settings = {**DEMO_COMPOSER[args.arch], **({"epochs": args.epochs} if args.epochs else {})}
     quiet = ["--quiet"] if args.quiet else []
-    batch_size = min(DEMO_DICTIONARY["batch_size"], get_group(args.group).order ** 2)  # a batch cannot exceed the pairs
+    order = get_group(args.group).order
+    batch_size = min(DEMO_DICTIONARY["batch_size"], order**2)  # a batch cannot exceed the pairs
     dictionary = [
-        "--features", str(args.features), "--sparsity", DEMO_DICTIONARY["sparsity"], "--l1", str(DEMO_DICTIONARY["l1"]),
+        "--features", str(args.features or demo_features(order)), "--sparsity", DEMO_DICTIONARY["sparsity"], "--l1", str(DEMO_DICTIONARY["l1"]),
         "--steps", str(args.steps), "--batch-size", str(batch_size), "--lr", str(DEMO_DICTIONARY["lr"]),
         "--seed", str(args.seed), "--device", args.device, *quiet,
     ]
