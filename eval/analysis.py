@@ -28,7 +28,7 @@ from training.activation_store import ActivationSource
 
 from .comparisons import best_partners, compare_labels
 from .families import Clustering, cluster, signatures
-from .irrep_matching import IrrepMatch, match_irreps
+from .irrep_matching import DEAD, MIXED, IrrepMatch, match_irreps
 from .sae_families import EquivariantMatch, decoder_distances, equivariant_match, virtual_blocks
 from .transform_blocks import block_norms, block_similarity, spectra, stabilisers
 
@@ -49,6 +49,35 @@ class AnalysisSettings:
 
 
 @dataclass
+class FeatureLabels:
+    """Reference labels of the features: ``kind`` is ``"irrep"`` (composers: :mod:`eval.irrep_matching`) or the
+    name of the inputs' label (vision: the class of inputs on which the feature is most active); ``order`` lists
+    the possible labels for tables and plots; ``score`` is how well the label fits each feature."""
+
+    kind: str
+    labels: list[str]
+    score: np.ndarray
+    order: list[str]
+
+    def counts(self) -> dict[str, int]:
+        return {name: self.labels.count(name) for name in self.order if self.labels.count(name)}
+
+
+def label_by_inputs(codes_NF: np.ndarray, input_labels: np.ndarray, names: list[str], kind: str = "shape") -> FeatureLabels:
+    """Each feature's label is the input class with the largest mean activation; its score (selectivity) is
+    that mean over the sum of the class means. Features that never fire are ``dead``."""
+    input_labels = np.asarray(input_labels)
+    if input_labels.shape != (codes_NF.shape[0],):
+        raise GroupccError(f"got {input_labels.shape[0] if input_labels.ndim else 0} input labels for {codes_NF.shape[0]} inputs: expected one per input")
+    means = np.stack([codes_NF[input_labels == k].mean(axis=0) if (input_labels == k).any() else np.zeros(codes_NF.shape[1]) for k in range(len(names))])
+    total = means.sum(axis=0)
+    best = means.argmax(axis=0)
+    labels = [names[b] if t > 0 else DEAD for b, t in zip(best, total)]
+    score = np.divide(means.max(axis=0), total, out=np.zeros_like(total), where=total > 0)
+    return FeatureLabels(kind, labels, score, [*names, DEAD])
+
+
+@dataclass
 class DictionaryAnalysis:
     """Everything known about one dictionary's features; arrays are over all ``F`` features, families only
     cover the firing ones (``family[i] = -1`` for dead features)."""
@@ -63,6 +92,7 @@ class DictionaryAnalysis:
     families: Clustering
     family: np.ndarray
     irreps: IrrepMatch | None = None
+    truth: FeatureLabels | None = None
     equivariance: EquivariantMatch | None = None
     decoder_families: Clustering | None = None
     decoder_family: np.ndarray | None = None
@@ -71,9 +101,6 @@ class DictionaryAnalysis:
     @property
     def alive(self) -> np.ndarray:
         return self.frequency > 0
-
-    def irrep_labels(self) -> list[str] | None:
-        return None if self.irreps is None else self.irreps.labels
 
     def block_similarity(self, feature: int) -> np.ndarray:
         """``[|G|, |G|]`` block similarity of one feature."""
@@ -114,11 +141,13 @@ def analyze_dictionary(
     group: Group,
     *,
     answers: np.ndarray | None = None,
+    input_labels: tuple[np.ndarray, list[str]] | None = None,
     settings: AnalysisSettings = AnalysisSettings(),
     progress: bool = True,
 ) -> DictionaryAnalysis:
     """Analyse one dictionary (see the module docstring). ``answers`` (``w(a, b)`` per pair) turns on irrep
-    matching; the rows of ``source`` must then be the ``|G|²`` pairs in order."""
+    matching; the rows of ``source`` must then be the ``|G|²`` pairs in order. ``input_labels`` (a class per row
+    and the class names) labels each feature with the class it is most active on."""
     config = dictionary.config
     if source.n_blocks != group.order:
         raise GroupccError(f"the activations have {source.n_blocks} blocks but {group.name} has {group.order} elements: "
@@ -155,6 +184,10 @@ def analyze_dictionary(
             raise GroupccError(f"irrep matching needs the activations of all {group.order**2} pairs of {group.name}, "
                                f"got {codes.shape[0]} rows")
         analysis.irreps = match_irreps(group, codes, answers, settings.min_explained)
+        order = [irrep.name for irrep in group.irreps()] + [MIXED, DEAD]
+        analysis.truth = FeatureLabels("irrep", analysis.irreps.labels, analysis.irreps.explained, order)
+    elif input_labels is not None:
+        analysis.truth = label_by_inputs(codes, *input_labels)
     return analysis
 
 
@@ -182,19 +215,19 @@ def _equivariant_match(dictionary: Dictionary, source: ActivationSource, group: 
 
 
 def compare_dictionaries(crosscoder: DictionaryAnalysis | None, sae: DictionaryAnalysis | None) -> dict:
-    """ARI, NMI and purity of every clustering against the irrep labels (firing features), and of the SAE's
-    equivariant families against the families of each SAE feature's crosscoder partner."""
+    """ARI, NMI and purity of every clustering against the reference labels (irreps or input classes; firing
+    features), and of the SAE's equivariant families against the families of each SAE feature's crosscoder partner."""
     out: dict = {}
     for name, analysis, family in [
         ("crosscoder", crosscoder, None if crosscoder is None else crosscoder.family),
         ("sae_equivariant", sae, None if sae is None else sae.family),
         ("sae_decoder", sae, None if sae is None else sae.decoder_family),
     ]:
-        if analysis is None or analysis.irreps is None or family is None:
+        if analysis is None or analysis.truth is None or family is None:
             continue
         alive = analysis.alive
-        labels = [label for label, keep in zip(analysis.irreps.labels, alive) if keep]
-        out[f"{name}_vs_irreps"] = compare_labels(family[alive], labels)
+        labels = [label for label, keep in zip(analysis.truth.labels, alive) if keep]
+        out[f"{name}_vs_{analysis.truth.kind}s"] = compare_labels(family[alive], labels)
     if crosscoder is not None and sae is not None:
         partners, similarity = best_partners(sae.codes_NF, crosscoder.codes_NF)
         alive = sae.alive & crosscoder.alive[partners]
@@ -203,8 +236,8 @@ def compare_dictionaries(crosscoder: DictionaryAnalysis | None, sae: DictionaryA
             "mean_partner_cosine": float(similarity[alive].mean()) if alive.any() else float("nan"),
         }
     for name, analysis in (("crosscoder", crosscoder), ("sae", sae)):
-        if analysis is not None and analysis.irreps is not None:
-            out.setdefault("features_per_irrep", {})[name] = analysis.irreps.counts()
+        if analysis is not None and analysis.truth is not None:
+            out.setdefault(f"features_per_{analysis.truth.kind}", {})[name] = analysis.truth.counts()
     return out
 
 
@@ -225,8 +258,8 @@ def family_table(analysis: DictionaryAnalysis, family: np.ndarray | None = None)
             "mean_frequency": float(analysis.frequency[members].mean()),
             "representative": representatives[index],
         }
-        if analysis.irreps is not None:
-            row["irreps"] = _counts(analysis.irreps.labels[i] for i in members)
+        if analysis.truth is not None:
+            row[f"{analysis.truth.kind}s"] = _counts(analysis.truth.labels[i] for i in members)
         rows.append(row)
     return rows
 
@@ -250,8 +283,8 @@ def feature_rows(analysis: DictionaryAnalysis) -> list[dict]:
             "stabiliser_order": len(analysis.stabilisers[i]),
             "spectrum": np.round(analysis.spectrum[i], 4).tolist(),
         }
-        if analysis.irreps is not None:
-            row.update(irrep=analysis.irreps.labels[i], explained=round(float(analysis.irreps.explained[i]), 4))
+        if analysis.truth is not None:
+            row.update({analysis.truth.kind: analysis.truth.labels[i], "label_score": round(float(analysis.truth.score[i]), 4)})
         if analysis.equivariance is not None:
             row["equivariance"] = round(float(analysis.equivariance.equivariance()[i]), 4)
         if analysis.decoder_family is not None:
@@ -282,6 +315,6 @@ def analysis_summary(analysis: DictionaryAnalysis) -> dict:
             "chosen_automatically": analysis.decoder_families.chosen_automatically,
             "table": family_table(analysis, analysis.decoder_family),
         }
-    if analysis.irreps is not None:
-        summary["features_per_irrep"] = analysis.irreps.counts()
+    if analysis.truth is not None:
+        summary[f"features_per_{analysis.truth.kind}"] = analysis.truth.counts()
     return summary

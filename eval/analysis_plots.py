@@ -61,12 +61,11 @@ def plot_family_spectra(analysis: DictionaryAnalysis, path: str | Path, title: s
     return save_figure(fig, path)
 
 
-def plot_family_irreps(analysis: DictionaryAnalysis, path: str | Path, title: str) -> Path:
-    """Families × matched irreps: how many features of each family were labelled with each irrep."""
+def plot_family_labels(analysis: DictionaryAnalysis, path: str | Path, title: str) -> Path:
+    """Families × reference labels (irreps, input classes): how many firing features of each family have each label."""
     alive = analysis.alive
-    labels = [label for label, keep in zip(analysis.irreps.labels, alive) if keep]
-    order = [irrep.name for irrep in analysis.group.irreps()] + ["mixed"]
-    table, names = confusion(analysis.family[alive], labels, [name for name in order if name in set(labels)])
+    labels = [label for label, keep in zip(analysis.truth.labels, alive) if keep]
+    table, names = confusion(analysis.family[alive], labels, [name for name in analysis.truth.order if name in set(labels)])
     fig, (axis,) = new_figure(1, width=max(4.0, 0.6 * len(names) + 2.5), height=max(2.5, 0.35 * len(table) + 1.5))
     axis.imshow(table, cmap="Blues", aspect="auto")
     for (row, col), count in np.ndenumerate(table):
@@ -74,7 +73,7 @@ def plot_family_irreps(analysis: DictionaryAnalysis, path: str | Path, title: st
             axis.text(col, row, str(count), ha="center", va="center", fontsize=8)
     axis.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=8)
     axis.set_yticks(np.arange(len(table)), [f"family {f}" for f in range(len(table))], fontsize=8)
-    axis.set(xlabel="irrep of the feature's activations", title=title)
+    axis.set(xlabel=f"{analysis.truth.kind} of the feature", title=title)
     return save_figure(fig, path)
 
 

@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from .sae_families import unit_columns
+
 
 def purity(families: Sequence, truth: Sequence) -> float:
     """Fraction of items whose label is their family's most common label: ``(1/n) Σ_families max_label count``."""
@@ -51,10 +53,8 @@ def confusion(families: Sequence[int], truth: Sequence[str], label_order: Sequen
 def best_partners(codes_a_NF: np.ndarray, codes_b_NG: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For every feature of ``a``, the feature of ``b`` with the most similar activations on the same inputs
     (cosine over inputs), and that cosine: ``[F_a]`` each."""
-    def unit(codes):
-        norms = np.linalg.norm(codes, axis=0)
-        return np.divide(codes, norms, out=np.zeros_like(codes, dtype=np.float64), where=norms > 0)
-
-    similarity = unit(np.asarray(codes_a_NF, dtype=np.float64)).T @ unit(np.asarray(codes_b_NG, dtype=np.float64))
+    unit_a, _ = unit_columns(np.asarray(codes_a_NF, dtype=np.float64))
+    unit_b, _ = unit_columns(np.asarray(codes_b_NG, dtype=np.float64))
+    similarity = unit_a.T @ unit_b
     partners = similarity.argmax(axis=1)
     return partners, similarity[np.arange(len(partners)), partners]

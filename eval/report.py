@@ -119,13 +119,14 @@ def build_report(analysis: dict, directory: Path) -> list[Block]:
     """Every block of the report, in order; plot files are resolved against the analysis ``directory``."""
     dictionaries = _dictionaries(analysis)
     trivial = _trivial_irrep(analysis)
+    kind = analysis.get("label_kind") or "irrep"  # what the features are labelled with: irreps, or input classes
     blocks: list[Block] = [Heading(_title(analysis), 1), Paragraph(_summary(analysis))]
     blocks += _composer_section(analysis.get("composer"))
     blocks += _comparison_section(analysis.get("comparison") or {})
     blocks += _metrics_section(dictionaries)
     for name, record in dictionaries.items():
-        blocks += _families_section(name, record, trivial)
-    blocks += _irrep_counts_section(analysis, dictionaries)
+        blocks += _families_section(name, record, trivial, kind)
+    blocks += _label_counts_section(analysis, dictionaries, kind)
     blocks += _plots_section(analysis.get("plots") or [], directory)
     return blocks
 
@@ -183,7 +184,7 @@ COMPARISON_COLUMNS = [("ARI", "ari", "number"), ("NMI", "nmi", "number"), ("puri
 
 
 def _comparison_section(comparison: dict) -> list[Block]:
-    records = {name: value for name, value in comparison.items() if name != "features_per_irrep" and isinstance(value, dict)}
+    records = {name: value for name, value in comparison.items() if not name.startswith("features_per_") and isinstance(value, dict)}
     if not records:
         return []
     columns = [column for column in COMPARISON_COLUMNS
@@ -219,13 +220,13 @@ def _lookup(record: dict, dotted: str):
     return record
 
 
-def _families_section(name: str, record: dict, trivial: str | None) -> list[Block]:
+def _families_section(name: str, record: dict, trivial: str | None, kind: str) -> list[Block]:
     blocks: list[Block] = []
     display = DISPLAY_NAMES.get(name, name)
     for label, families in ((f"{display} families", record.get("families")),
                             (f"{display} decoder families", record.get("decoder_families"))):
         if isinstance(families, dict) and families.get("table"):
-            blocks += [Heading(label), Paragraph(_families_text(families)), _family_table(families["table"], trivial)]
+            blocks += [Heading(label), Paragraph(_families_text(families)), _family_table(families["table"], trivial, kind)]
     return blocks
 
 
@@ -235,14 +236,15 @@ def _families_text(families: dict) -> str:
     return f"{_number(count)} {'family' if count == 1 else 'families'}, number {how}."
 
 
-def _family_table(table: list[dict], trivial: str | None) -> Table:
-    with_irreps = any("irreps" in row for row in table)
-    header = ["family", "size"] + (["irreps"] if with_irreps else []) + [
+def _family_table(table: list[dict], trivial: str | None, kind: str) -> Table:
+    key = f"{kind}s"
+    with_labels = any(key in row for row in table)
+    header = ["family", "size"] + ([key] if with_labels else []) + [
         "stabiliser orders", "top non-trivial irreps", "mean frequency", "representative"]
     rows = []
     for row in table:
-        irreps = [_counts(row.get("irreps"), "{}×{}")] if with_irreps else []
-        rows.append([_number(row.get("family")), _number(row.get("size"))] + irreps + [
+        labels = [_counts(row.get(key), "{}×{}")] if with_labels else []
+        rows.append([_number(row.get("family")), _number(row.get("size"))] + labels + [
             _counts(row.get("stabiliser_orders"), "|H|={}×{}"), _top_irreps(row.get("mean_spectrum"), trivial),
             _percent(row.get("mean_frequency")), _number(row.get("representative"))])
     return Table(header, rows)
@@ -262,17 +264,18 @@ def _top_irreps(spectrum: dict | None, trivial: str | None, top: int = 2) -> str
     return ", ".join(f"{name} {_percent(value / total)}" for name, value in ranked) or MISSING
 
 
-def _irrep_counts_section(analysis: dict, dictionaries: dict[str, dict]) -> list[Block]:
-    fallback = (analysis.get("comparison") or {}).get("features_per_irrep") or {}
-    counts = {name: record.get("features_per_irrep") or fallback.get(name) for name, record in dictionaries.items()}
+def _label_counts_section(analysis: dict, dictionaries: dict[str, dict], kind: str) -> list[Block]:
+    key = f"features_per_{kind}"
+    fallback = (analysis.get("comparison") or {}).get(key) or {}
+    counts = {name: record.get(key) or fallback.get(name) for name, record in dictionaries.items()}
     counts = {name: value for name, value in counts.items() if value}
     if not counts:
         return []
-    known = [irrep.get("name") for irrep in analysis.get("irreps") or []]
-    seen = {irrep for value in counts.values() for irrep in value}
+    known = [irrep.get("name") for irrep in analysis.get("irreps") or []] if kind == "irrep" else []
+    seen = {label for value in counts.values() for label in value}
     order = [name for name in known if name in seen] + sorted(seen - set(known))
-    rows = [[irrep] + [_number(value.get(irrep, 0)) for value in counts.values()] for irrep in order]
-    return [Heading("Features per irrep"), Table(["irrep"] + list(counts), rows)]
+    rows = [[label] + [_number(value.get(label, 0)) for value in counts.values()] for label in order]
+    return [Heading(f"Features per {kind}"), Table([kind] + list(counts), rows)]
 
 
 def _plots_section(plots: list[dict], directory: Path) -> list[Block]:

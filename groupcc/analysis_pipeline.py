@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 from crosscoders import AtomicDirectory, load_dictionary, read_dictionary_record
 from crosscoders.io import load_json
 from eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_dictionary, compare_dictionaries
-from eval.analysis_plots import plot_dictionary_history, plot_family_blocks, plot_family_irreps, plot_family_sizes, plot_family_spectra
+from eval.analysis_plots import plot_dictionary_history, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
 from eval.composer_metrics import composer_metrics
 from eval.dictionary_metrics import evaluate_dictionary
 from groups import Group, GroupccError, get_group
@@ -68,6 +68,19 @@ def composer_context(store: ActivationStore, group: Group, progress: bool) -> tu
     return summary, run.data.answer.cpu().numpy()
 
 
+def input_label_context(store: ActivationStore) -> tuple[np.ndarray, list[str]] | None:
+    """Per-row input classes recorded by the harvester (the shape generator's kinds), if any. With all positions
+    harvested, every row of an image carries the image's class."""
+    metadata = store.manifest.get("metadata") or {}
+    labels, names = metadata.get("labels"), metadata.get("label_names")
+    if not labels or not names:
+        return None
+    labels = np.asarray(labels)
+    if store.n_rows % len(labels):
+        raise GroupccError(f"activation store {str(store.path)!r} has {store.n_rows} rows but {len(labels)} input labels: expected a multiple")
+    return np.repeat(labels, store.n_rows // len(labels)), list(names)
+
+
 def analyze_runs(
     dictionary_dirs: list[str | Path],
     *,
@@ -89,12 +102,14 @@ def analyze_runs(
     for directory, record in zip(dirs[1:], records[1:]):
         check_group(directory, record, store)
     composer, answers = composer_context(store, group, progress)
+    input_labels = None if composer else input_label_context(store)
     out = Path(out) if out is not None else dirs[0] / "analysis"
     analyses: dict[str, DictionaryAnalysis] = {}
     entries: dict[str, dict] = {}
     for directory, record in zip(dirs, records):
         dictionary = load_dictionary(directory)
-        analysis = analyze_dictionary(dictionary, store, group, answers=answers, settings=settings, progress=progress)
+        analysis = analyze_dictionary(dictionary, store, group, answers=answers, input_labels=input_labels,
+                                      settings=settings, progress=progress)
         analyses[analysis.kind] = analysis
         entries[analysis.kind] = {
             "path": str(directory.resolve()), "config": record["dictionary"],
@@ -112,6 +127,7 @@ def analyze_runs(
             "acts": str(Path(store.path).resolve()),
             "irreps": [{"name": irrep.name, "dim": irrep.dim, "type": irrep.type} for irrep in group.irreps()],
             "composer": composer,
+            "label_kind": next((a.truth.kind for a in analyses.values() if a.truth is not None), None),
             "settings": settings.__dict__,
             "dictionaries": entries,
             "comparison": comparison,
@@ -169,9 +185,12 @@ def _plots(staging: Path, analyses: dict[str, DictionaryAnalysis], dirs: list[Pa
             "cos(B[g], B[h]) over pairs of group elements; the stabiliser is the set of h with B[g·h] = B[g].")
         add(plot_family_spectra(analysis, staging / "plots" / f"{kind}_family_spectra.png", f"{label}: irrep spectra"),
             f"{label}: irrep spectrum per family", "Mean energy fraction per irrep of the block autocorrelation φ(h) = mean_g S[g, g·h].")
-        if analysis.irreps is not None:
-            add(plot_family_irreps(analysis, staging / "plots" / f"{kind}_families_vs_irreps.png", f"{label}: families × irreps"),
-                f"{label}: families against the irreps of the features' activations", "Counts of firing features.")
+        if analysis.truth is not None:
+            name = analysis.truth.kind
+            add(plot_family_labels(analysis, staging / "plots" / f"{kind}_families_vs_{name}s.png", f"{label}: families × {name}s"),
+                f"{label}: families against the {name}s of the features",
+                "Counts of firing features. " + ("The irrep explaining most of the feature's activation over all pairs." if name == "irrep"
+                                                 else f"The {name} of the inputs on which the feature is most active."))
         history_file = directory / "metrics.json"
         if history_file.is_file() and isinstance(history := read_json(history_file), list) and history:
             add(plot_dictionary_history(history, staging / "plots" / f"{kind}_training.png", kind),

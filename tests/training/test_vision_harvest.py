@@ -1,0 +1,138 @@
+"""The dihedral image action (action law, exactness, masks) and the vision harvester against explicit transforms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from training.image_actions import DihedralImageAction, ImageActionError, disc_mask, rotate
+from training.vision_harvest import VisionInputError, centre_of, iter_vision_harvest, load_image_array, to_nchw
+
+
+def smooth_images(n=2, size=33, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, size, size, generator=generator)
+    return F.avg_pool2d(F.pad(images, (2, 2, 2, 2), mode="replicate"), 5, 1)  # smooth, so interpolation is accurate
+
+
+@given(n=st.sampled_from([1, 2, 4]), g=st.integers(0, 7), h=st.integers(0, 7))
+def test_action_law_is_exact_for_multiples_of_90_degrees(n, g, h):
+    action = DihedralImageAction(n)
+    g, h = g % action.order, h % action.order
+    x = torch.rand(3, 2, 6, 6)
+    left = action.apply(action.apply(x, h), g)
+    assert torch.equal(left, action.apply(x, int(action.group.mult_table[g, h])))
+
+
+def blobs(size=33):
+    """A smooth image (three Gaussian blobs): bilinear resampling is accurate on it."""
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    image = sum(torch.exp(-((coords[:, None] - r) ** 2 + (coords[None] - c) ** 2) / (2 * s * s)) for r, c, s in [(5, -3, 3), (-6, 2, 2.5), (0, 8, 3)])
+    return image[None, None]
+
+
+def test_action_law_holds_up_to_interpolation_for_d8():
+    action = DihedralImageAction("D8")
+    x = blobs()
+    scale = action.prepare(x).norm()
+    worst = max(
+        ((action.apply(action.apply(x, h), g) - action.apply(x, int(action.group.mult_table[g, h]))).norm() / scale).item()
+        for g in range(16) for h in range(16)
+    )
+    assert worst < 0.05
+
+
+def test_rotations_and_reflections_are_the_expected_ones():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    d4 = DihedralImageAction("D4")
+    assert torch.equal(d4.apply(x, 1), torch.rot90(x, 1, dims=(-2, -1)))  # r: a quarter turn counter-clockwise
+    assert torch.equal(d4.apply(x, 4), x.flip(-1))  # s: the left-right mirror
+    assert torch.equal(d4.apply(x, 0), x)
+    # the interpolated rotation agrees with the exact one at 90°
+    y = smooth_images(1, 9)
+    assert torch.allclose(rotate(y, math.pi / 2), torch.rot90(y, 1, dims=(-2, -1)), atol=1e-5)
+    # D8 masks every image to the inscribed disc, and its quarter turns are still exact
+    d8 = DihedralImageAction("D8")
+    z = torch.rand(1, 1, 9, 9)
+    assert torch.equal(d8.apply(z, 2), torch.rot90(z * disc_mask(9), 1, dims=(-2, -1)))
+    assert disc_mask(9)[4, 4] == 1 and disc_mask(9)[0, 0] == 0
+
+
+def test_action_errors():
+    with pytest.raises(ImageActionError, match="multiple of 90"):
+        DihedralImageAction("D8", exact=True)
+    with pytest.raises(ImageActionError, match="dihedral"):
+        DihedralImageAction("S4")
+    with pytest.raises(ImageActionError, match="square"):
+        DihedralImageAction("D4").orbit(torch.zeros(1, 1, 4, 5))
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.conv2(self.conv1(x)).mean(dim=(-2, -1)))
+
+
+def explicit_layer(model, images):
+    return model.conv2(model.conv1(images))
+
+
+@pytest.mark.parametrize("group", ["D4", "D8"])
+@pytest.mark.parametrize("position", ["centre", "pooled", "all"])
+def test_harvester_equals_explicitly_transformed_inputs(group, position):
+    model, action = TinyCNN().eval(), DihedralImageAction(group)
+    images = smooth_images(5, 12)
+    acts = torch.cat(list(iter_vision_harvest(model, "conv2", images, action, position, rows_per_forward=16, progress=False)))
+    with torch.no_grad():
+        for g in range(action.order):
+            maps = explicit_layer(model, action.apply(images, g))
+            if position == "centre":
+                expected = centre_of(maps)
+            elif position == "pooled":
+                expected = maps.mean(dim=(-2, -1))
+            else:  # mapped back onto the positions of x, then one row per (image, position)
+                expected = action.apply_inverse(maps, g).permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+            torch.testing.assert_close(acts[:, g], expected, rtol=1e-5, atol=1e-6)
+    assert acts.shape[0] == (5 * 144 if position == "all" else 5)
+
+
+def test_harvester_errors():
+    model, action = TinyCNN(), DihedralImageAction("D4")
+    with pytest.raises(VisionInputError, match="channels"):
+        list(iter_vision_harvest(model, "conv2", torch.zeros(2, 3, 8, 8), action, progress=False))
+    with pytest.raises(VisionInputError, match="position"):
+        list(iter_vision_harvest(model, "conv2", torch.zeros(2, 1, 8, 8), action, "corner", progress=False))
+    with pytest.raises(Exception, match="not found"):
+        list(iter_vision_harvest(model, "conv9", torch.zeros(2, 1, 8, 8), action, progress=False))
+
+
+def test_image_loading(tmp_path):
+    from matplotlib.image import imsave
+
+    array = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", array)
+    loaded = load_image_array(tmp_path / "images.npy")
+    assert loaded.shape == (3, 3, 8, 8) and loaded.max() <= 1
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(2):
+        imsave(folder / f"{i}.png", array[i])
+    assert load_image_array(folder).shape == (2, 3, 8, 8)
+    with pytest.raises(VisionInputError, match="square"):
+        to_nchw(np.zeros((2, 8, 9), dtype=np.float32), "x")
+    with pytest.raises(VisionInputError, match="do not exist"):
+        load_image_array(tmp_path / "missing")
+    imsave(folder / "odd.png", np.zeros((5, 5, 3), dtype=np.uint8))
+    with pytest.raises(VisionInputError, match="one size"):
+        load_image_array(folder)

@@ -1,0 +1,155 @@
+"""Harvesting a vision model's layer on every dihedral transform of a set of images.
+
+``acts[i, g]`` is the layer's activation on ``g·x_i`` (see :mod:`training.image_actions`), read at
+
+- ``centre``: the centre of the feature map (the mean of the 2×2 central positions when the size is even:
+  they are permuted among themselves by the exact transforms, so the position is the same point for all ``g``);
+- ``pooled``: the mean over all positions;
+- ``all``: every position as its own input. The feature map of ``g·x`` is first mapped back by ``T(g)⁻¹``, so that
+  position ``p`` of every block is the same point of ``x``; rows are ``(image, position)``, image-major.
+
+Images come from a ``.npy`` array, a folder of PNG/JPEG files, or the built-in shape generator (``shapes``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from groups import GroupccError
+
+from .harvest import iter_harvest
+from .image_actions import DihedralImageAction
+
+POSITIONS = ("centre", "pooled", "all")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class VisionInputError(GroupccError):
+    """Images or a position the vision harvester cannot use (one line naming the value)."""
+
+
+def centre_of(maps: torch.Tensor) -> torch.Tensor:
+    """``[rows, C]``: the centre of ``[rows, C, H, W]`` (mean of the central 1 or 2 rows and columns)."""
+    h, w = maps.shape[-2:]
+    rows = slice((h - 1) // 2, h // 2 + 1)
+    cols = slice((w - 1) // 2, w // 2 + 1)
+    return maps[..., rows, cols].mean(dim=(-2, -1))
+
+
+class PositionReducer:
+    """The ``reduce`` of :func:`training.harvest.iter_harvest` for a position; remembers the layer's channels."""
+
+    def __init__(self, position: str, action: DihedralImageAction):
+        if position not in POSITIONS:
+            raise VisionInputError(f"unknown position {position!r}: expected one of {', '.join(POSITIONS)}")
+        self.position, self.action, self.channels = position, action, None
+
+    def __call__(self, maps: torch.Tensor) -> torch.Tensor:
+        if maps.ndim != 4:
+            raise VisionInputError(f"the layer's output has shape {tuple(maps.shape)}: expected a feature map [N, C, H, W]")
+        self.channels = maps.shape[1]
+        if self.position == "centre":
+            return centre_of(maps)
+        if self.position == "pooled":
+            return maps.mean(dim=(-2, -1))
+        per_element = maps.unflatten(0, (self.action.order, -1))
+        back = torch.stack([self.action.apply_inverse(per_element[g], g) for g in range(self.action.order)])
+        return back.flatten(0, 1).flatten(1)  # [|G|·B, C·H·W]
+
+
+def check_model_input(model: nn.Module, images: torch.Tensor) -> None:
+    """Fail in one line when the images' channels do not match the model's first convolution."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if images.ndim != 4:
+        raise VisionInputError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
+    if first is not None and first.in_channels != images.shape[1]:
+        raise VisionInputError(f"the images have {images.shape[1]} channels but the model's first convolution expects {first.in_channels}")
+
+
+@torch.no_grad()
+def iter_vision_harvest(
+    model: nn.Module,
+    layer: str,
+    images_NCHW: torch.Tensor,
+    action: DihedralImageAction,
+    position: str = "centre",
+    rows_per_forward: int = 1024,
+    progress: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield ``[B, |G|, C]`` activation batches (``[B·H·W, |G|, C]`` for ``all`` positions), in input order.
+    The images move to the model's device batch by batch."""
+    check_model_input(model, images_NCHW)
+    action.check_images(images_NCHW)
+    device = next(model.parameters()).device
+    reducer = PositionReducer(position, action)
+    batches = iter_harvest(
+        model, layer, len(images_NCHW), lambda idx: images_NCHW[torch.as_tensor(idx)].to(device),
+        lambda batch: (action.orbit(batch),), action.order, rows_per_forward=rows_per_forward,
+        reduce=reducer, progress=progress,
+    )
+    for acts in batches:
+        if position == "all":  # [B, |G|, C·H·W] -> [B·H·W, |G|, C]
+            acts = acts.unflatten(2, (reducer.channels, -1)).permute(0, 3, 1, 2).flatten(0, 1)
+        yield acts
+
+
+def load_image_array(path: str | Path) -> torch.Tensor:
+    """A ``.npy`` array ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (C of 1, 3 or 4; alpha dropped), or a
+    folder of PNG/JPEG images of one size, as float32 ``[N, C, H, W]`` in [0, 1] (uint8 values are divided by 255)."""
+    path = Path(path)
+    if not path.exists():
+        raise VisionInputError(f"images {str(path)!r} do not exist: expected a .npy array or a folder of {'/'.join(IMAGE_SUFFIXES)} files")
+    if path.is_dir():
+        array = _read_folder(path)
+    else:
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise VisionInputError(f"cannot read images from {str(path)!r}: {err}") from None
+    return to_nchw(array, str(path))
+
+
+def _read_folder(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise VisionInputError(f"folder {str(path)!r} has no {'/'.join(IMAGE_SUFFIXES)} images")
+    images = []
+    for file in files:
+        try:
+            image = np.asarray(imread(file))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise VisionInputError(f"cannot read image {str(file)!r}: {err}") from None
+        if image.dtype == np.uint8:
+            image = image.astype(np.float32) / 255
+        if images and image.shape != images[0].shape:
+            raise VisionInputError(f"image {str(file)!r} has shape {image.shape}, but {str(files[0])!r} has {images[0].shape}: expected one size")
+        images.append(image)
+    return np.stack(images)
+
+
+def to_nchw(array: np.ndarray, where: str) -> torch.Tensor:
+    """Images as float32 ``[N, C, H, W]`` in [0, 1]; see :func:`load_image_array` for the accepted layouts."""
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255
+    if not np.issubdtype(array.dtype, np.floating):
+        raise VisionInputError(f"images in {where!r} are {array.dtype}: expected floats in [0, 1] or uint8")
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4 and array.shape[-1] in (1, 3, 4) and array.shape[1] not in (1, 3, 4):
+        array = np.moveaxis(array, -1, 1)
+    if array.ndim != 4 or array.shape[1] not in (1, 3, 4):
+        raise VisionInputError(f"images in {where!r} have shape {array.shape}: expected [N, H, W], [N, H, W, C] or [N, C, H, W] with C in 1, 3, 4")
+    if array.shape[1] == 4:
+        array = array[:, :3]
+    if array.shape[-1] != array.shape[-2]:
+        raise VisionInputError(f"images in {where!r} are {array.shape[-2]}×{array.shape[-1]}: expected square images (they rotate about the centre)")
+    if not np.isfinite(array).all():
+        raise VisionInputError(f"images in {where!r} contain NaN or inf")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
