@@ -15,7 +15,7 @@ from eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary
 from eval.analysis_plots import plot_dictionary_history, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
 from eval.composer_metrics import composer_metrics
 from eval.dictionary_metrics import evaluate_dictionary
-from groups import Group, GroupccError, get_group
+from groups import PAIR_ACTIONS, Group, GroupccError, get_group
 from training.activation_store import ActivationStore, open_store
 from training.composer_training import load_composer_run
 from training.run_files import atomic_write_json, read_json
@@ -53,8 +53,11 @@ def check_group(dictionary_dir: Path, record: dict, store: ActivationStore) -> G
 def composer_context(store: ActivationStore, group: Group, progress: bool) -> tuple[dict | None, object]:
     """For activations of a composer run on all pairs: the run's summary (key irreps, metrics) and its answers."""
     source = store.manifest.get("source")
-    if not source or store.n_rows != group.order**2 or not (Path(source) / "config.json").is_file():
-        return None, None
+    if store.manifest.get("action") not in PAIR_ACTIONS or store.n_rows != group.order**2:
+        return None, None  # not composer activations on all pairs
+    if not source or not (Path(source) / "config.json").is_file():
+        raise GroupccError(f"the composer run {source!r} that {str(store.path)!r} was harvested from is missing: "
+                           "expected its directory (needed for the irreps of the features)")
     run = load_composer_run(source)
     if run.config.group != store.manifest.get("group"):
         raise GroupccError(f"composer run {source!r} is on {run.config.group} but the store says {store.manifest.get('group')}")

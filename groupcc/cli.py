@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .analyze_cmd import add_analyze_commands
     from .composer_cmd import add_composer_commands
     from .demo import add_demo_command
+    from .vision_cmd import add_vision_commands
     from .dict_cmd import add_dict_commands
     from .harvest_cmd import add_harvest_command
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dict_commands(commands)
     add_analyze_commands(commands)
     add_demo_command(commands)
+    add_vision_commands(commands)
     return parser
 
 

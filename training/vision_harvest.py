@@ -85,7 +85,7 @@ def iter_vision_harvest(
     The images move to the model's device batch by batch."""
     check_model_input(model, images_NCHW)
     action.check_images(images_NCHW)
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     reducer = PositionReducer(position, action)
     batches = iter_harvest(
         model, layer, len(images_NCHW), lambda idx: images_NCHW[torch.as_tensor(idx)].to(device),

@@ -1,0 +1,81 @@
+"""``groupcc vision train-testbed`` and ``vision harvest`` (testbed, import path, InceptionV1 weights), then
+``dict train`` and ``analyze`` on the vision activations, and the errors."""
+
+import json
+
+import pytest
+import torch
+
+from groupcc.cli import main
+from training.activation_store import open_store
+from training.inception import build_inception_v1, save_inception_weights
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vision")
+    argv = ["vision", "train-testbed", "--out", str(root / "tb"), "--size", "16", "--n-train", "400", "--n-test", "100",
+            "--epochs", "2", "--quiet"]
+    assert main(argv) == 0
+    return root
+
+
+def test_testbed_harvest_train_analyze(testbed, capsys):
+    acts = testbed / "acts"
+    argv = ["vision", "harvest", "--model", str(testbed / "tb"), "--layer", "conv2", "--group", "D4", "--n-images", "64",
+            "--size", "16", "--out", str(acts), "--quiet"]
+    assert main(argv) == 0
+    store = open_store(acts)
+    assert store.shape == (64, 8, 16) and store.manifest["group"] == "D4"
+    assert len(store.manifest["metadata"]["labels"]) == 64
+    for kind in ("crosscoder", "sae"):
+        assert main(["dict", "train", "--acts", str(acts), "--kind", kind, "--features", "16", "--sparsity", "l1",
+                     "--steps", "50", "--batch-size", "32", "--out", str(testbed / kind), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(testbed / "crosscoder"), "--compare", str(testbed / "sae"), "--json", "--quiet"]) == 0
+    comparison = json.loads(capsys.readouterr().out)["comparison"]
+    assert "crosscoder_vs_shapes" in comparison and "features_per_shape" in comparison
+    assert main(["report", str(testbed / "crosscoder")]) == 0
+    assert "Features per shape" in (testbed / "crosscoder" / "analysis" / "report.md").read_text()
+
+
+def test_all_positions_and_an_import_path_model(testbed, tmp_path):
+    argv = ["vision", "harvest", "--model", "torch.nn:Identity", "--layer", "", "--n-images", "4", "--size", "8",
+            "--position", "all", "--out", str(tmp_path / "x"), "--quiet"]
+    assert main(argv) == 1  # the identity has no layer with that name
+    argv = ["vision", "harvest", "--model", str(testbed / "tb"), "--layer", "conv1", "--group", "D8", "--n-images", "3",
+            "--size", "16", "--position", "all", "--out", str(tmp_path / "all"), "--quiet"]
+    assert main(argv) == 0
+    assert open_store(tmp_path / "all").shape == (3 * 16 * 16, 16, 8)
+
+
+def test_inception_from_local_weights(tmp_path):
+    torch.manual_seed(0)
+    save_inception_weights(build_inception_v1(), tmp_path / "inception.safetensors")
+    images = torch.rand(2, 3, 64, 64).numpy()
+    import numpy as np
+
+    np.save(tmp_path / "images.npy", images)
+    argv = ["vision", "harvest", "--model", "inception", "--weights", str(tmp_path / "inception.safetensors"),
+            "--layer", "mixed3b", "--images", str(tmp_path / "images.npy"), "--out", str(tmp_path / "acts"), "--quiet"]
+    assert main(argv) == 0
+    assert open_store(tmp_path / "acts").shape == (2, 8, 480)
+
+
+def test_vision_errors_are_one_line(testbed, tmp_path, capsys):
+    import numpy as np
+
+    np.save(tmp_path / "wide.npy", np.zeros((2, 1, 8, 10), dtype=np.float32))
+    model = str(testbed / "tb")
+    cases = [
+        ["vision", "harvest", "--model", model, "--layer", "conv9", "--out", str(tmp_path / "a")],
+        ["vision", "harvest", "--model", "inception", "--weights", str(tmp_path / "none.pt"), "--layer", "mixed3b", "--out", str(tmp_path / "b")],
+        ["vision", "harvest", "--model", model, "--layer", "conv1", "--images", str(tmp_path / "wide.npy"), "--out", str(tmp_path / "c")],
+        ["vision", "harvest", "--model", model, "--layer", "conv1", "--group", "D8", "--exact", "--out", str(tmp_path / "d")],
+        ["vision", "harvest", "--model", "no.such.module:Net", "--layer", "x", "--out", str(tmp_path / "e")],
+    ]
+    for argv in cases:
+        assert main(argv + ["--n-images", "4", "--size", "16", "--quiet"]) == 1, argv
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and err.startswith("groupcc: error: "), (argv, err)
+    assert not any((tmp_path / name).exists() for name in "abcde")
