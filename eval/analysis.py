@@ -63,17 +63,22 @@ class FeatureLabels:
         return {name: self.labels.count(name) for name in self.order if self.labels.count(name)}
 
 
-def label_by_inputs(codes_NF: np.ndarray, input_labels: np.ndarray, names: list[str], kind: str = "shape") -> FeatureLabels:
-    """Each feature's label is the input class with the largest mean activation; its score (selectivity) is
-    that mean over the sum of the class means. Features that never fire are ``dead``."""
+def label_by_inputs(codes_NF: np.ndarray, input_labels: np.ndarray, names: list[str], kind: str = "shape", top: int = 20) -> FeatureLabels:
+    """Each feature's label is the most common class among its ``top`` most activating inputs (those where it
+    fires); its score is the fraction of them in that class. Features that never fire are ``dead``."""
     input_labels = np.asarray(input_labels)
     if input_labels.shape != (codes_NF.shape[0],):
         raise GroupccError(f"got {input_labels.shape[0] if input_labels.ndim else 0} input labels for {codes_NF.shape[0]} inputs: expected one per input")
-    means = np.stack([codes_NF[input_labels == k].mean(axis=0) if (input_labels == k).any() else np.zeros(codes_NF.shape[1]) for k in range(len(names))])
-    total = means.sum(axis=0)
-    best = means.argmax(axis=0)
-    labels = [names[b] if t > 0 else DEAD for b, t in zip(best, total)]
-    score = np.divide(means.max(axis=0), total, out=np.zeros_like(total), where=total > 0)
+    labels, score = [], np.zeros(codes_NF.shape[1])
+    for i in range(codes_NF.shape[1]):
+        order = np.argsort(-codes_NF[:, i])[:top]
+        firing = order[codes_NF[order, i] > 0]
+        if not firing.size:
+            labels.append(DEAD)
+            continue
+        counts = np.bincount(input_labels[firing], minlength=len(names))
+        labels.append(names[int(counts.argmax())])
+        score[i] = counts.max() / firing.size
     return FeatureLabels(kind, labels, score, [*names, DEAD])
 
 

@@ -86,3 +86,34 @@ def plot_dictionary_history(history: list[dict], path: str | Path, title: str) -
     l0_axis.plot(steps, [entry["l0"] for entry in history], color="C1")
     l0_axis.set(xlabel="step", ylabel="L0", title=f"{title}: L0")
     return save_figure(fig, path)
+
+
+def plot_feature_images(analysis: DictionaryAnalysis, images_NCHW: np.ndarray, transform, path: str | Path, title: str,
+                        top: int = 5, max_transforms: int = 8) -> Path:
+    """For each family's representative (one row each): its ``top`` most activating images, then its top image
+    under the first ``max_transforms`` group elements (what blocks ``g`` of the feature see).
+    ``transform(image_CHW, g)`` returns ``g·image``; only valid when the rows of the codes are the images."""
+    representatives = analysis.representatives()[:MAX_PANELS]
+    n_transforms = min(max_transforms, analysis.group.order)
+    cols = top + n_transforms
+    fig, axes = plt.subplots(max(1, len(representatives)), cols, figsize=(1.1 * cols, 1.25 * max(1, len(representatives))), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for row, feature in enumerate(representatives):
+        order = np.argsort(-analysis.codes_NF[:, feature])[:top]
+        for col, index in enumerate(order):
+            _show(axes[row, col], images_NCHW[index], f"{analysis.codes_NF[index, feature]:.2g}")
+        for g in range(n_transforms):
+            _show(axes[row, top + g], transform(images_NCHW[order[0]], g), f"g={g}")
+        axes[row, 0].set_title(f"family {analysis.family[feature]}, feature {feature}", fontsize=7, loc="left")
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def _show(axis, image_CHW: np.ndarray, label: str) -> None:
+    image = np.asarray(image_CHW)
+    axis.imshow(image[0] if image.shape[0] == 1 else np.clip(np.moveaxis(image, 0, -1), 0, 1), cmap="gray", vmin=0, vmax=1)
+    axis.set_xlabel(label, fontsize=6)
+    axis.axis("on")
+    axis.set_xticks([])
+    axis.set_yticks([])

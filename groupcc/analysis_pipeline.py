@@ -7,17 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import save_file
 
 from crosscoders import AtomicDirectory, load_dictionary, read_dictionary_record
 from crosscoders.io import load_json
 from eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_dictionary, compare_dictionaries
-from eval.analysis_plots import plot_dictionary_history, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
+from eval.analysis_plots import plot_dictionary_history, plot_feature_images, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
 from eval.composer_metrics import composer_metrics
 from eval.dictionary_metrics import evaluate_dictionary
 from groups import PAIR_ACTIONS, Group, GroupccError, get_group
 from training.activation_store import ActivationStore, open_store
 from training.composer_training import load_composer_run
+from training.image_actions import DihedralImageAction
+from training.vision_harvest import stored_images
 from training.run_files import atomic_write_json, read_json
 
 from .dict_cmd import dictionary_input
@@ -122,7 +125,7 @@ def analyze_runs(
     with AtomicDirectory(out, overwrite=overwrite) as staging:
         for kind, analysis in analyses.items():
             save_file(feature_arrays(analysis), str(staging / f"{kind}_features.safetensors"))
-        plots = _plots(staging, analyses, dirs, composer)
+        plots = _plots(staging, analyses, dirs, composer, *_vision_images(store, group))
         title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
         atomic_write_json(staging / "analysis.json", {
             "format": FORMAT, "version": VERSION, "title": title,
@@ -160,6 +163,17 @@ def feature_arrays(analysis: DictionaryAnalysis) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(value) for name, value in arrays.items()}
 
 
+def _vision_images(store: ActivationStore, group: Group) -> tuple[torch.Tensor | None, DihedralImageAction | None]:
+    """The images of a vision store harvested at the centre or pooled (one row per image), for feature pictures."""
+    metadata = store.manifest.get("metadata") or {}
+    if store.manifest.get("action") != "dihedral-image" or metadata.get("position") == "all":
+        return None, None
+    images = stored_images(metadata)
+    if len(images) != store.n_rows:
+        raise GroupccError(f"{str(store.path)!r} has {store.n_rows} rows but its images number {len(images)}")
+    return images, DihedralImageAction(group)
+
+
 def _evaluation(directory: Path, dictionary, store: ActivationStore, record: dict, progress: bool) -> dict:
     """The dictionary's ``evaluation.json`` when ``dict eval`` wrote one for these activations, else computed now."""
     saved = directory / "evaluation.json"
@@ -171,7 +185,8 @@ def _evaluation(directory: Path, dictionary, store: ActivationStore, record: dic
     return evaluate_dictionary(dictionary, data, progress=progress).summary()
 
 
-def _plots(staging: Path, analyses: dict[str, DictionaryAnalysis], dirs: list[Path], composer: dict | None) -> list[dict]:
+def _plots(staging: Path, analyses: dict[str, DictionaryAnalysis], dirs: list[Path], composer: dict | None,
+           images: torch.Tensor | None = None, action: DihedralImageAction | None = None) -> list[dict]:
     plots: list[dict] = []
 
     def add(file: Path, title: str, caption: str) -> None:
@@ -201,6 +216,13 @@ def _plots(staging: Path, analyses: dict[str, DictionaryAnalysis], dirs: list[Pa
         density = directory / "plots" / "feature_density.png"
         if density.is_file():
             add(density, f"{kind} feature density", "How often each feature fires (from groupcc dict eval).")
+    if images is not None:
+        for kind, analysis in analyses.items():
+            add(plot_feature_images(analysis, images.numpy(), lambda image, g: action.apply(torch.as_tensor(image), g).numpy(),
+                                    staging / "plots" / f"{kind}_feature_images.png", f"{kind}: top images per family, and the top image under each transform"),
+                f"{kind}: what each family's representative responds to",
+                "Left: the most activating images (activation below each). Right: the top image under the group's transforms g, "
+                "as seen by the feature's blocks g.")
     clusterings = {f"{kind} families": analysis.family for kind, analysis in analyses.items()}
     if "sae" in analyses and analyses["sae"].decoder_family is not None:
         clusterings["SAE decoder-similarity families"] = analyses["sae"].decoder_family

@@ -7,7 +7,6 @@ import importlib
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -16,8 +15,8 @@ from training.harvest import harvest_to_store
 from training.image_actions import DihedralImageAction
 from training.inception import load_inception_v1
 from training.run_files import resolve_device
-from training.testbed import SHAPE_KINDS, TestbedConfig, generate_shapes, load_testbed, train_testbed
-from training.vision_harvest import POSITIONS, iter_vision_harvest, load_image_array
+from training.testbed import TestbedConfig, load_testbed, train_testbed
+from training.vision_harvest import POSITIONS, iter_vision_harvest, vision_images
 
 MODEL_HELP = ("a testbed run directory (from 'groupcc vision train-testbed'), 'inception' (with --weights), or a Python "
               "import path 'package.module:name' of an nn.Module class or factory (called with no arguments; --weights "
@@ -94,20 +93,6 @@ def _import_model(spec: str, weights: str | None) -> nn.Module:
     return model
 
 
-def load_vision_images(args: argparse.Namespace) -> tuple[torch.Tensor, dict]:
-    """Images ``[N, C, H, W]`` and the store metadata describing them (ground-truth labels for ``shapes``)."""
-    if args.images == "shapes":
-        shapes = generate_shapes(args.n_images, size=args.size, seed=args.seed)
-        metadata = {
-            "images": "shapes", "seed": args.seed, "size": args.size,
-            "label_names": list(SHAPE_KINDS), "labels": np.asarray(shapes.kind).tolist(),
-            "orientation": np.round(np.asarray(shapes.orientation), 5).tolist(),
-        }
-        return torch.as_tensor(shapes.images), metadata
-    images = load_image_array(args.images)[: args.n_images]
-    return images, {"images": str(Path(args.images).resolve())}
-
-
 def run_vision_harvest(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -115,7 +100,7 @@ def run_vision_harvest(args: argparse.Namespace) -> None:
     action = DihedralImageAction(args.group, exact=args.exact or None)
     device = resolve_device(args.device)
     model = load_vision_model(args.model, args.weights, device)
-    images, metadata = load_vision_images(args)
+    images, metadata = vision_images(args.images, args.n_images, args.size, args.seed)
     batches = iter_vision_harvest(model, args.layer, images, action, args.position, progress=not args.quiet)
     if out.exists():
         shutil.rmtree(out)

@@ -98,6 +98,30 @@ def iter_vision_harvest(
         yield acts
 
 
+def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """Images ``[N, C, H, W]`` from ``shapes`` (the generator; ``size``, ``seed``) or a ``.npy``/folder path (at
+    most ``n_images``), and the store metadata that describes them (for generated shapes: each image's kind)."""
+    if images == "shapes":
+        from .testbed import SHAPE_KINDS, generate_shapes
+
+        shapes = generate_shapes(n_images, size=size, seed=seed)
+        metadata = {
+            "images": "shapes", "seed": seed, "size": size, "label_names": list(SHAPE_KINDS),
+            "labels": np.asarray(shapes.kind).tolist(), "orientation": np.round(np.asarray(shapes.orientation), 5).tolist(),
+        }
+        return torch.as_tensor(shapes.images), metadata
+    loaded = load_image_array(images)[:n_images]
+    return loaded, {"images": str(Path(images).resolve())}
+
+
+def stored_images(metadata: dict) -> torch.Tensor:
+    """The images a vision store was harvested from, from its metadata (regenerated for ``shapes``)."""
+    if "images" not in metadata or "n_images" not in metadata:
+        raise VisionInputError("the activation store does not record its images: expected a store from 'groupcc vision harvest'")
+    images, _ = vision_images(metadata["images"], metadata["n_images"], metadata.get("size", 32), metadata.get("seed", 0))
+    return images
+
+
 def load_image_array(path: str | Path) -> torch.Tensor:
     """A ``.npy`` array ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]`` (C of 1, 3 or 4; alpha dropped), or a
     folder of PNG/JPEG images of one size, as float32 ``[N, C, H, W]`` in [0, 1] (uint8 values are divided by 255)."""
