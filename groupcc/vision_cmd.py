@@ -37,6 +37,7 @@ def add_vision_commands(commands) -> None:
     harvest.add_argument("--images", default="shapes", help=IMAGES_HELP)
     harvest.add_argument("--n-images", type=int, default=2048, help="images to generate (shapes) or to use at most")
     harvest.add_argument("--size", type=int, default=32, help="side of generated images (shapes)")
+    harvest.add_argument("--max-offset", type=float, default=0.0, help="shapes: largest shift off the centre in pixels (0 keeps their symmetries exact)")
     harvest.add_argument("--position", choices=POSITIONS, default="centre", help="where to read the feature map")
     harvest.add_argument("--seed", type=int, default=0)
     harvest.add_argument("--out", required=True, help="new activation store directory")
@@ -100,7 +101,7 @@ def run_vision_harvest(args: argparse.Namespace) -> None:
     action = DihedralImageAction(args.group, exact=args.exact or None)
     device = resolve_device(args.device)
     model = load_vision_model(args.model, args.weights, device)
-    images, metadata = vision_images(args.images, args.n_images, args.size, args.seed)
+    images, metadata = vision_images(args.images, args.n_images, args.size, args.seed, args.max_offset)
     batches = iter_vision_harvest(model, args.layer, images, action, args.position, progress=not args.quiet)
     if out.exists():
         shutil.rmtree(out)

@@ -98,15 +98,17 @@ def iter_vision_harvest(
         yield acts
 
 
-def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, dict]:
-    """Images ``[N, C, H, W]`` from ``shapes`` (the generator; ``size``, ``seed``) or a ``.npy``/folder path (at
-    most ``n_images``), and the store metadata that describes them (for generated shapes: each image's kind)."""
+def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0, max_offset: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Images ``[N, C, H, W]`` from ``shapes`` (the generator; ``size``, ``seed``, shapes moved by at most
+    ``max_offset`` pixels off the centre, which keeps their symmetries about it exact by default) or a
+    ``.npy``/folder path (at most ``n_images``), and the store metadata that describes them (for generated shapes:
+    each image's kind)."""
     if images == "shapes":
         from .testbed import SHAPE_KINDS, generate_shapes
 
-        shapes = generate_shapes(n_images, size=size, seed=seed)
+        shapes = generate_shapes(n_images, size=size, seed=seed, max_offset=max_offset)
         metadata = {
-            "images": "shapes", "seed": seed, "size": size, "label_names": list(SHAPE_KINDS),
+            "images": "shapes", "seed": seed, "size": size, "max_offset": max_offset, "label_names": list(SHAPE_KINDS),
             "labels": np.asarray(shapes.kind).tolist(), "orientation": np.round(np.asarray(shapes.orientation), 5).tolist(),
         }
         return torch.as_tensor(shapes.images), metadata
@@ -118,7 +120,8 @@ def stored_images(metadata: dict) -> torch.Tensor:
     """The images a vision store was harvested from, from its metadata (regenerated for ``shapes``)."""
     if "images" not in metadata or "n_images" not in metadata:
         raise VisionInputError("the activation store does not record its images: expected a store from 'groupcc vision harvest'")
-    images, _ = vision_images(metadata["images"], metadata["n_images"], metadata.get("size", 32), metadata.get("seed", 0))
+    images, _ = vision_images(metadata["images"], metadata["n_images"], metadata.get("size", 32), metadata.get("seed", 0),
+                              metadata.get("max_offset", 0.0))
     return images
 
 
