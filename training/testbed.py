@@ -12,7 +12,9 @@ Shapes (:data:`SHAPE_KINDS`), each drawn through the image centre with an orient
 
 - ``line``: a segment through the centre along direction ``θ`` (``θ`` taken in ``[0, π)``);
 - ``curve``: an arc of a circle of radius ``R`` whose midpoint is the image centre and whose circle centre lies
-  at ``R·(cos θ, sin θ)``: the arc bulges away from ``θ`` and opens towards it;
+  at ``R·(cos θ, sin θ)``: the arc bulges away from ``θ`` and opens towards it. ``R`` is small (about an eighth
+  of the image) so that the bend shows inside ``conv3``'s 9-pixel receptive field at the centre: with a wider
+  arc the centre position sees an almost straight stroke and cannot tell a curve from a line;
 - ``corner``: two segments leaving the centre at angles ``θ ± α/2`` (``α`` about 90°): ``θ`` is the bisector;
 - ``ring``: a circle about the centre; ``dot``: a filled disc at the centre (``θ`` is meaningless for both).
 
@@ -141,7 +143,7 @@ class _StrokeParameters:
 
 # Jitter ranges (low, high) and the exact value used without jitter; lengths are fractions of the image size.
 _THICKNESS = (1.2, 2.2, 1.6)
-_LENGTH = {"line": (0.25, 0.4, 0.32), "curve": (0.2, 0.3, 0.25), "corner": (0.25, 0.35, 0.3), "ring": (0.15, 0.25, 0.2), "dot": (0.06, 0.1, 0.08)}
+_LENGTH = {"line": (0.25, 0.4, 0.32), "curve": (0.1, 0.15, 0.125), "corner": (0.25, 0.35, 0.3), "ring": (0.15, 0.25, 0.2), "dot": (0.06, 0.1, 0.08)}
 _SPREAD = {"curve": (math.radians(50), math.radians(80), math.radians(65)), "corner": (math.radians(75), math.radians(105), math.radians(90))}
 _CONTRAST = (0.6, 1.0, 1.0)
 
