@@ -52,13 +52,14 @@ def run_analyze(args: argparse.Namespace) -> None:
 
 def format_analysis(analysis: dict, out: Path) -> str:
     lines = [analysis["title"]]
+    label_key = f"{analysis.get('label_kind') or 'irrep'}s"
     for kind, entry in analysis["dictionaries"].items():
         families = entry["families"]
         lines.append(f"{kind}: {entry['n_firing']} of {entry['n_features']} features fire; {families['n_families']} families")
         for row in families["table"]:
-            irreps = ", ".join(f"{name}×{count}" for name, count in row.get("irreps", {}).items())
+            labels = ", ".join(f"{name}×{count}" for name, count in row.get(label_key, {}).items())
             orders = ", ".join(f"|H|={order}×{count}" for order, count in row["stabiliser_orders"].items())
-            lines.append(f"  family {row['family']}: {row['size']} features; stabilisers {orders}" + (f"; irreps {irreps}" if irreps else ""))
+            lines.append(f"  family {row['family']}: {row['size']} features; stabilisers {orders}" + (f"; {label_key} {labels}" if labels else ""))
     for name, scores in analysis["comparison"].items():
         if "ari" in scores:
             lines.append(f"{name}: ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}, purity {scores['purity']:.3f}, {scores['n_families']} families")

@@ -49,17 +49,43 @@ def test_all_positions_and_an_import_path_model(testbed, tmp_path):
     assert open_store(tmp_path / "all").shape == (3 * 16 * 16, 16, 8)
 
 
-def test_inception_from_local_weights(tmp_path):
-    torch.manual_seed(0)
-    save_inception_weights(build_inception_v1(), tmp_path / "inception.safetensors")
-    images = torch.rand(2, 3, 64, 64).numpy()
+def test_inception_from_local_weights_end_to_end(tmp_path):
+    """Random InceptionV1 weights saved locally: harvest mixed3b (480 channels) on a few images, train a
+    crosscoder, analyse and report."""
     import numpy as np
 
-    np.save(tmp_path / "images.npy", images)
+    torch.manual_seed(0)
+    save_inception_weights(build_inception_v1(), tmp_path / "inception.safetensors")
+    np.save(tmp_path / "images.npy", torch.rand(6, 3, 64, 64).numpy())
     argv = ["vision", "harvest", "--model", "inception", "--weights", str(tmp_path / "inception.safetensors"),
             "--layer", "mixed3b", "--images", str(tmp_path / "images.npy"), "--out", str(tmp_path / "acts"), "--quiet"]
     assert main(argv) == 0
-    assert open_store(tmp_path / "acts").shape == (2, 8, 480)
+    assert open_store(tmp_path / "acts").shape == (6, 8, 480)
+    assert main(["dict", "train", "--acts", str(tmp_path / "acts"), "--kind", "crosscoder", "--features", "8", "--k", "2",
+                 "--steps", "20", "--batch-size", "4", "--out", str(tmp_path / "cc"), "--quiet"]) == 0
+    assert main(["analyze", str(tmp_path / "cc"), "--quiet"]) == 0
+    assert main(["report", str(tmp_path / "cc")]) == 0
+    assert (tmp_path / "cc" / "analysis" / "plots" / "crosscoder_feature_images.png").is_file()
+
+
+def test_a_user_model_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "user_models.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.ReLU())\n"
+        "    def forward(self, x):\n"
+        "        return self.features(x).mean(dim=(2, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import numpy as np
+
+    np.save(tmp_path / "images.npy", np.random.default_rng(0).random((3, 12, 12, 3)).astype(np.float32))  # [N, H, W, C]
+    argv = ["vision", "harvest", "--model", "user_models:Net", "--layer", "features", "--group", "D4",
+            "--images", str(tmp_path / "images.npy"), "--out", str(tmp_path / "acts"), "--quiet"]
+    assert main(argv) == 0
+    assert open_store(tmp_path / "acts").shape == (3, 8, 5)
 
 
 def test_vision_errors_are_one_line(testbed, tmp_path, capsys):
