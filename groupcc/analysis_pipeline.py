@@ -16,6 +16,7 @@ from eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary
 from eval.analysis_plots import plot_dictionary_history, plot_feature_images, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
 from eval.composer_metrics import composer_metrics
 from eval.dictionary_metrics import evaluate_dictionary
+from eval.report import FORMAT
 from groups import PAIR_ACTIONS, Group, GroupccError, get_group
 from training.activation_store import ActivationStore, open_store
 from training.composer_training import load_composer_run
@@ -25,7 +26,6 @@ from training.run_files import atomic_write_json, read_json
 
 from .dict_cmd import dictionary_input
 
-FORMAT = "groupcc-analysis"
 VERSION = 1
 COMPOSER_PLOTS = {
     "training_curves.png": ("composer training curves", "Train and test loss and test accuracy over epochs."),
