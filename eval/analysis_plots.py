@@ -91,7 +91,8 @@ def plot_dictionary_history(history: list[dict], path: str | Path, title: str) -
 def plot_feature_images(analysis: DictionaryAnalysis, images_NCHW: np.ndarray, transform, path: str | Path, title: str,
                         top: int = 5, max_transforms: int = 8) -> Path:
     """For each family's representative (one row each): its ``top`` most activating images, then its top image
-    under the first ``max_transforms`` group elements (what blocks ``g`` of the feature see).
+    under the first ``max_transforms`` group elements (what blocks ``g`` of the feature see). Images larger than
+    64 pixels are shown as their central half (:func:`centre_crop`).
     ``transform(image_CHW, g)`` returns ``g·image``; only valid when the rows of the codes are the images."""
     representatives = analysis.representatives()[:MAX_PANELS]
     n_transforms = min(max_transforms, analysis.group.order)
@@ -110,8 +111,17 @@ def plot_feature_images(analysis: DictionaryAnalysis, images_NCHW: np.ndarray, t
     return save_figure(fig, path)
 
 
+def centre_crop(image_CHW: np.ndarray, largest: int = 64) -> np.ndarray:
+    """The central half of an image larger than ``largest`` pixels (where a centre-position feature looks)."""
+    size = image_CHW.shape[-1]
+    if size <= largest:
+        return image_CHW
+    start = size // 4
+    return image_CHW[..., start : size - start, start : size - start]
+
+
 def _show(axis, image_CHW: np.ndarray, label: str) -> None:
-    image = np.asarray(image_CHW)
+    image = centre_crop(np.asarray(image_CHW))
     axis.imshow(image[0] if image.shape[0] == 1 else np.clip(np.moveaxis(image, 0, -1), 0, 1), cmap="gray", vmin=0, vmax=1)
     axis.set_xlabel(label, fontsize=6)
     axis.axis("on")
