@@ -127,6 +127,16 @@ def analyze_runs(
             save_file(feature_arrays(analysis), str(staging / f"{kind}_features.safetensors"))
         plots = _plots(staging, analyses, dirs, composer, *_vision_images(store, group))
         title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
+        # config.json and metrics.json, as in every run directory: what was analysed and the headline numbers
+        atomic_write_json(staging / "config.json", {
+            "kind": "analysis", "dictionaries": {kind: entry["path"] for kind, entry in entries.items()},
+            "acts": str(Path(store.path).resolve()), "settings": settings.__dict__,
+        })
+        atomic_write_json(staging / "metrics.json", {
+            "comparison": comparison,
+            "families": {kind: entry["families"]["n_families"] for kind, entry in entries.items()},
+            "firing_features": {kind: entry["n_firing"] for kind, entry in entries.items()},
+        })
         atomic_write_json(staging / "analysis.json", {
             "format": FORMAT, "version": VERSION, "title": title,
             "group": group.name, "group_order": group.order, "action": store.manifest.get("action"), "layer": store.manifest.get("layer"),

@@ -17,7 +17,7 @@ def demo(tmp_path_factory):
 
 
 def test_demo_writes_every_run_and_a_report(demo):
-    for file in ["analysis/crosscoder_features.safetensors", "analysis/sae_features.safetensors", "composer/metrics.json", "acts/manifest.json", "crosscoder/dictionary.safetensors", "sae/evaluation.json",
+    for file in ["analysis/config.json", "analysis/metrics.json", "analysis/crosscoder_features.safetensors", "analysis/sae_features.safetensors", "composer/metrics.json", "acts/manifest.json", "crosscoder/dictionary.safetensors", "sae/evaluation.json",
                  "analysis/analysis.json", "analysis/report.html", "analysis/report.md"]:
         assert (demo / file).is_file(), file
     analysis = json.loads((demo / "analysis" / "analysis.json").read_text())
