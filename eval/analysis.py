@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -94,6 +94,7 @@ class DictionaryAnalysis:
     frequency: np.ndarray
     stabilisers: list[np.ndarray]
     spectrum: np.ndarray
+    signatures: np.ndarray
     families: Clustering
     family: np.ndarray
     irreps: IrrepMatch | None = None
@@ -101,11 +102,14 @@ class DictionaryAnalysis:
     equivariance: EquivariantMatch | None = None
     decoder_families: Clustering | None = None
     decoder_family: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def alive(self) -> np.ndarray:
         return self.frequency > 0
+
+    def block_norms(self) -> np.ndarray:
+        """``[F, |G|]``: ``‖B_i[g]‖``."""
+        return block_norms(self.blocks_FBD)
 
     def block_similarity(self, feature: int) -> np.ndarray:
         """``[|G|, |G|]`` block similarity of one feature."""
@@ -116,28 +120,35 @@ class DictionaryAnalysis:
         out = []
         for family in range(self.families.n_families):
             members = np.flatnonzero(self.family == family)
-            sig = self.extra["signatures"][members]
+            sig = self.signatures[members]
             out.append(int(members[np.linalg.norm(sig - sig.mean(axis=0), axis=1).argmin()]))
         return out
 
 
 @torch.no_grad()
-def feature_codes(dictionary: Dictionary, source: ActivationSource, block: int = 0, rows: np.ndarray | None = None,
+def feature_codes(dictionary: Dictionary, source: ActivationSource, rows: np.ndarray | None = None, every_block: bool = False,
                   batch_rows: int = 1024, progress: bool = False) -> np.ndarray:
-    """``[N, F]`` activations of the features on ``rows`` (all by default). A crosscoder encodes the whole row
-    (it reads the blocks it was trained to read; ``block`` must be 0); an SAE encodes block ``block``."""
+    """Activations of the features on ``rows`` (all by default), each row read once. A crosscoder encodes the
+    whole row (it reads the blocks it was trained to read): ``[N, F]``. An SAE encodes the identity block,
+    ``[N, F]``, or with ``every_block`` each block as its own input, ``[B, N, F]``."""
     rows = np.arange(source.n_rows) if rows is None else np.asarray(rows)
+    if every_block and dictionary.config.kind != "sae":
+        raise GroupccError("codes of every block are for an SAE; a crosscoder encodes whole rows")
     device = dictionary.b_dec.device
     was_training = dictionary.training
     dictionary.eval()
     out = []
-    for start in tqdm(range(0, len(rows), batch_rows), disable=not progress, desc=f"codes (block {block})", leave=False):
+    for start in tqdm(range(0, len(rows), batch_rows), disable=not progress, desc="feature activations", leave=False):
         chunk = torch.as_tensor(source.read_rows(rows[start : start + batch_rows]))
         if dictionary.config.kind == "sae":
-            chunk = chunk[:, block : block + 1]
-        out.append(dictionary.encode(chunk.to(device)).to_dense().cpu().numpy())
+            chunk = chunk.reshape(-1, 1, chunk.shape[-1]) if every_block else chunk[:, :1]
+        codes = dictionary.encode(chunk.to(device)).to_dense().cpu().numpy()
+        out.append(codes.reshape(-1, source.n_blocks, codes.shape[-1]) if every_block else codes)
     dictionary.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, dictionary.config.n_features), dtype=np.float32)
+    if not out:
+        return np.zeros((0, dictionary.config.n_features), dtype=np.float32)
+    codes = np.concatenate(out)
+    return np.swapaxes(codes, 0, 1) if every_block else codes
 
 
 def analyze_dictionary(
@@ -179,7 +190,7 @@ def analyze_dictionary(
     analysis = DictionaryAnalysis(
         kind=config.kind, group=group, codes_NF=codes, blocks_FBD=blocks, frequency=frequency,
         stabilisers=subgroup_list, spectrum=spectra(group, blocks), families=families, family=family,
-        equivariance=equivariance, extra={"signatures": sig, "block_norms": block_norms(blocks)},
+        signatures=sig, equivariance=equivariance,
     )
     if config.kind == "sae":
         distances = decoder_distances(decoder[:, 0])[np.ix_(alive, alive)]
@@ -212,10 +223,8 @@ def _equivariant_match(dictionary: Dictionary, source: ActivationSource, group: 
     rng = np.random.default_rng(settings.seed)
     n_rows = min(settings.matching_rows, source.n_rows)
     rows = np.sort(rng.choice(source.n_rows, size=n_rows, replace=False))
-    block_codes = np.stack([
-        feature_codes(dictionary, source, block=g, rows=rows, batch_rows=settings.batch_rows)
-        for g in tqdm(range(group.order), disable=not progress, desc="equivariant matching")
-    ])
+    block_codes = feature_codes(dictionary, source, rows, every_block=True, batch_rows=max(1, settings.batch_rows // group.order),
+                                progress=progress)
     return equivariant_match(block_codes[0], block_codes)
 
 

@@ -24,7 +24,7 @@ from training.image_actions import DihedralImageAction
 from training.vision_harvest import stored_images
 from training.run_files import atomic_write_json, read_json
 
-from .dict_cmd import dictionary_input
+from .dict_cmd import check_same_group, dictionary_input
 
 VERSION = 1
 COMPOSER_PLOTS = {
@@ -44,16 +44,13 @@ def recorded_acts(dictionary_dir: Path, record: dict) -> str:
 
 def check_group(dictionary_dir: Path, record: dict, store: ActivationStore) -> Group:
     """The store's group, which must be the one the dictionary was trained under."""
-    name = store.manifest.get("group")
+    name = check_same_group(dictionary_dir, record, store)
     if not name:
         raise GroupccError(f"activation store {str(store.path)!r} records no group: expected activations harvested under a group")
-    trained_on = record["dictionary"].get("group")
-    if trained_on not in (None, name):
-        raise GroupccError(f"dictionary {str(dictionary_dir)!r} was trained on group {trained_on}, but {str(store.path)!r} holds activations of {name}")
     return get_group(name)
 
 
-def composer_context(store: ActivationStore, group: Group, progress: bool) -> tuple[dict | None, object]:
+def composer_context(store: ActivationStore, group: Group) -> tuple[dict | None, object]:
     """For activations of a composer run on all pairs: the run's summary (key irreps, metrics) and its answers."""
     source = store.manifest.get("source")
     if store.manifest.get("action") not in PAIR_ACTIONS or store.n_rows != group.order**2:
@@ -107,7 +104,7 @@ def analyze_runs(
     group = check_group(dirs[0], records[0], store)
     for directory, record in zip(dirs[1:], records[1:]):
         check_group(directory, record, store)
-    composer, answers = composer_context(store, group, progress)
+    composer, answers = composer_context(store, group)
     input_labels = None if composer else input_label_context(store)
     out = Path(out) if out is not None else dirs[0] / "analysis"
     analyses: dict[str, DictionaryAnalysis] = {}
@@ -159,10 +156,10 @@ def feature_arrays(analysis: DictionaryAnalysis) -> dict[str, np.ndarray]:
     for i, members in enumerate(analysis.stabilisers):
         mask[i, members] = 1
     arrays = {
-        "block_norms": analysis.extra["block_norms"].astype(np.float32),
+        "block_norms": analysis.block_norms().astype(np.float32),
         "stabiliser_mask": mask,
         "spectrum": analysis.spectrum.astype(np.float32),
-        "signature": analysis.extra["signatures"].astype(np.float32),
+        "signature": analysis.signatures.astype(np.float32),
         "family": analysis.family.astype(np.int64),
         "frequency": analysis.frequency.astype(np.float32),
     }

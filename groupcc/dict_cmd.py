@@ -9,7 +9,7 @@ from pathlib import Path
 from crosscoders import DictionaryConfig, load_dictionary, read_dictionary_record
 from eval.dictionary_metrics import evaluate_dictionary, plot_feature_density
 from groups import GroupccError
-from training.activation_store import ActivationSource, SelectBlocks, open_store
+from training.activation_store import ActivationSource, ActivationStore, SelectBlocks, open_store
 from training.dictionary_trainer import TrainerConfig, train_dictionary
 from training.run_files import atomic_write_json
 
@@ -57,6 +57,15 @@ def dictionary_input(store: ActivationSource, kind: str, sae_input: str | None) 
     return store
 
 
+def check_same_group(dictionary_dir: Path, record: dict, store: ActivationStore) -> str | None:
+    """The store's group name (``None`` when it records none), which must be the one the dictionary was trained under."""
+    name = store.manifest.get("group")
+    trained_on = record["dictionary"].get("group")
+    if trained_on not in (None, name):
+        raise GroupccError(f"dictionary {str(dictionary_dir)!r} was trained on group {trained_on}, but {str(store.path)!r} holds activations of {name}")
+    return name
+
+
 def run_train(args: argparse.Namespace) -> None:
     store = open_store(args.acts)
     data = dictionary_input(store, args.kind, args.sae_input)
@@ -79,9 +88,7 @@ def run_eval(args: argparse.Namespace) -> None:
     record = read_dictionary_record(args.run)
     dictionary = load_dictionary(args.run)
     store = open_store(args.acts)
-    if record.get("dictionary", {}).get("group") not in (None, store.manifest.get("group")):
-        raise GroupccError(f"dictionary {args.run!r} was trained on group {record['dictionary']['group']}, "
-                           f"but {args.acts!r} holds activations of {store.manifest.get('group')}")
+    check_same_group(Path(args.run), record, store)
     data = dictionary_input(store, dictionary.config.kind, record.get("sae_input"))
     metrics = evaluate_dictionary(dictionary, data, max_rows=args.max_rows, progress=not args.quiet)
     summary = {"acts": str(Path(args.acts).resolve()), **metrics.summary()}
