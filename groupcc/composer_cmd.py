@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from eval.composer_metrics import DEFAULT_KEY_THRESHOLD, composer_metrics, progress_measures
 from eval.composer_plots import plot_logit_similarity, plot_progress_measures, plot_training_curves
 from training.composer_training import default_config, load_composer_run, train_composer
 from training.run_files import atomic_write_json, read_json
+
+# Below this test accuracy a composer has not learned the group operation, only its training pairs.
+GENERALISED_ACCURACY = 0.99
 
 ARCH_OPTIONS = ["activation", "d_embed", "d_hidden", "d_model", "n_heads", "d_head", "d_mlp"]
 
@@ -53,16 +57,28 @@ def run_train(args: argparse.Namespace) -> None:
                      weight_decay=args.weight_decay, n_checkpoints=args.n_checkpoints, device=args.device)
     config = default_config(args.group, args.arch, **overrides)
     out = Path(args.out or f"runs/{args.group}_{args.arch}_s{args.seed}")
+    resume_hint = f"groupcc: interrupted; the state is saved: continue with 'groupcc composer train --group {args.group} --out {out} --resume'"
     try:
         metrics = train_composer(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     except KeyboardInterrupt:
-        raise SystemExit(f"groupcc: interrupted; the state is saved: continue with 'groupcc composer train --group {args.group} --out {out} --resume'") from None
+        raise SystemExit(resume_hint) from None
+    if metrics.get("interrupted"):  # SIGTERM: the loop saved its state and stopped
+        raise SystemExit(resume_hint)
     print(
         f"trained {config.architecture.arch} on {config.group} ({config.task}) for {metrics['epochs_done']} epochs in "
         f"{metrics['wall_time_s']} s on {metrics['device']}: train loss {metrics['train_loss']:.2e}, "
         f"test loss {metrics['test_loss']:.2e}, test accuracy {metrics['test_accuracy']:.2%}\n"
         f"run: {out}   next: groupcc composer eval {out}"
     )
+    if metrics["test_accuracy"] < GENERALISED_ACCURACY:
+        # The representation-theoretic metrics describe a generalising algorithm; on a model that only
+        # memorised its training pairs they are not meaningful, so say so before the user runs eval.
+        print(
+            f"warning: test accuracy {metrics['test_accuracy']:.2%} < {GENERALISED_ACCURACY:.0%}: the model memorised its "
+            f"training pairs without generalising; try a larger --train-frac (now {config.train_frac}) or more "
+            f"--epochs (now {config.epochs}), or another --seed",
+            file=sys.stderr,
+        )
 
 
 def run_eval(args: argparse.Namespace) -> None:

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from groupcc.cli import main
 
 TINY = ["--epochs", "1500", "--train-frac", "0.9", "--lr", "1e-2", "--d-embed", "32", "--d-hidden", "64", "--quiet"]
@@ -33,3 +35,25 @@ def test_errors_are_one_line(tmp_path, capsys):
         assert main(argv) != 0
         out, err = capsys.readouterr()
         assert err.count("\n") == 1 and err.startswith("groupcc: error: "), (argv, err)
+
+
+def test_a_model_that_did_not_generalise_gets_a_warning(tmp_path, capsys):
+    out = tmp_path / "short"
+    short = ["--epochs", "3", "--train-frac", "0.5", "--d-embed", "8", "--d-hidden", "16", "--quiet"]
+    assert main(["composer", "train", "--group", "S3", "--out", str(out), *short]) == 0
+    captured = capsys.readouterr()
+    assert "next: groupcc composer eval" in captured.out
+    assert "did not generalise" not in captured.out and "without generalising" in captured.err
+    assert "--train-frac (now 0.5)" in captured.err and "--epochs (now 3)" in captured.err
+
+
+def test_sigterm_during_training_exits_with_the_resume_command(tmp_path, monkeypatch):
+    import groupcc.composer_cmd as composer_cmd
+
+    # What train_composer returns when SIGTERM stopped the loop after it saved the state.
+    monkeypatch.setattr(composer_cmd, "train_composer", lambda *args, **kwargs: {"epochs_done": 7, "interrupted": True})
+    out = tmp_path / "stopped"
+    with pytest.raises(SystemExit) as stopped:  # the interpreter prints it as one line and exits 1
+        main(["composer", "train", "--group", "S3", "--out", str(out), "--quiet"])
+    message = str(stopped.value.code)
+    assert "\n" not in message and message.endswith(f"--out {out} --resume'")
