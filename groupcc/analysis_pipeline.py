@@ -21,8 +21,8 @@ from groups import PAIR_ACTIONS, Group, GroupccError, get_group
 from training.activation_store import ActivationStore, open_store
 from training.composer_training import load_composer_run
 from training.image_actions import DihedralImageAction
-from training.vision_harvest import stored_images
 from training.run_files import atomic_write_json, read_json
+from training.vision_harvest import stored_images
 
 from .dict_cmd import check_same_group, dictionary_input
 

@@ -24,6 +24,7 @@ from groups import GroupccError
 
 from .harvest import iter_harvest
 from .image_actions import DihedralImageAction
+from .testbed import SHAPE_KINDS, generate_shapes
 
 POSITIONS = ("centre", "pooled", "all")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -104,8 +105,6 @@ def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0, max
     ``.npy``/folder path (at most ``n_images``), and the store metadata that describes them (for generated shapes:
     each image's kind)."""
     if images == "shapes":
-        from .testbed import SHAPE_KINDS, generate_shapes
-
         shapes = generate_shapes(n_images, size=size, seed=seed, max_offset=max_offset)
         metadata = {
             "images": "shapes", "seed": seed, "size": size, "max_offset": max_offset, "label_names": list(SHAPE_KINDS),
