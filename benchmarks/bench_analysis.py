@@ -1,6 +1,6 @@
 """Speed of the feature analysis (stabilisers, spectra, signatures, families) for a crosscoder of S5 size.
 
-Compares :func:`eval.transform_blocks.translation_deviation` (one Gram matrix per feature, then an index
+Compares :func:`groupcc.eval.transform_blocks.translation_deviation` (one Gram matrix per feature, then an index
 gather) with a plain loop that forms ``B[g·h] − B[g]`` for every ``h``, in the same process, and times the
 whole per-feature analysis. Run: ``python benchmarks/bench_analysis.py [--group S5] [--features 512] [--d 128]``.
 """
@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from eval.families import cluster, signatures
-from eval.transform_blocks import spectra, stabilisers, translation_deviation
-from groups import get_group
+from groupcc.eval.families import cluster, signatures
+from groupcc.eval.transform_blocks import spectra, stabilisers, translation_deviation
+from groupcc.groups import get_group
 
 
 def plain_deviation(group, blocks_FBD: np.ndarray) -> np.ndarray:

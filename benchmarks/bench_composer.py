@@ -13,9 +13,9 @@ import time
 import torch
 from torch import nn
 
-from training.composer_training import ComposerData, default_config, float64_cross_entropy, _optimizer
-from training.composers import build_composer
-from training.run_files import resolve_device
+from groupcc.training.composer_training import ComposerData, default_config, float64_cross_entropy, _optimizer
+from groupcc.training.composers import build_composer
+from groupcc.training.run_files import resolve_device
 
 
 class PlainMLP(nn.Module):

@@ -20,9 +20,9 @@ import time
 import torch
 from torch import nn
 
-from crosscoders import DictionaryConfig
-from training.activation_store import InMemoryActivations
-from training.dictionary_trainer import TrainerConfig, train_dictionary
+from groupcc.crosscoders import DictionaryConfig
+from groupcc.training.activation_store import InMemoryActivations
+from groupcc.training.dictionary_trainer import TrainerConfig, train_dictionary
 
 N_BLOCKS, D, N_FEATURES, K, L1_COEFFICIENT, LR = 16, 128, 2048, 32, 5.0, 1e-4
 

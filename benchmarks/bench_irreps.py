@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from groups import from_cayley_table, generic_irreps, get_group
-from groups.irreps import _eigenspaces
+from groupcc.groups import from_cayley_table, generic_irreps, get_group
+from groupcc.groups.irreps import _eigenspaces
 
 
 def timed(fn):

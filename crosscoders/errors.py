@@ -1,6 +1,6 @@
 """Errors raised by the dictionary layer."""
 
-from groups import GroupccError
+from groupcc.errors import GroupccError
 
 
 class DictionaryError(GroupccError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from groups import Group
+from groupcc.groups import Group
 
 from .errors import DictionaryError
 

@@ -5,10 +5,10 @@
 - its activations on the identity block of every row (features that never fire are *dead* and left out of the
   families);
 - its transform blocks: the decoder blocks for a crosscoder, the virtual blocks of equivariant matching for an
-  SAE (:mod:`eval.sae_families`);
-- from the blocks, its stabiliser, irrep spectrum and family (:mod:`eval.transform_blocks`, :mod:`eval.families`);
+  SAE (:mod:`groupcc.eval.sae_families`);
+- from the blocks, its stabiliser, irrep spectrum and family (:mod:`groupcc.eval.transform_blocks`, :mod:`groupcc.eval.families`);
 - for an SAE also its decoder-similarity family;
-- for composer activations (all ``|G|²`` pairs in pair order), its irrep (:mod:`eval.irrep_matching`).
+- for composer activations (all ``|G|²`` pairs in pair order), its irrep (:mod:`groupcc.eval.irrep_matching`).
 
 :func:`compare_dictionaries` scores each clustering against the irrep labels and the SAE's against the crosscoder's
 (each SAE feature stands in for the crosscoder feature whose activations are most like its own).
@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from crosscoders import Dictionary
-from groups import Group, GroupccError
-from training.activation_store import ActivationSource
+from groupcc.crosscoders import Dictionary
+from groupcc.errors import GroupccError
+from groupcc.groups import Group
+from groupcc.training.activation_store import ActivationSource
 
 from .comparisons import best_partners, compare_labels
 from .families import Clustering, cluster, signatures
@@ -50,7 +51,7 @@ class AnalysisSettings:
 
 @dataclass
 class FeatureLabels:
-    """Reference labels of the features: ``kind`` is ``"irrep"`` (composers: :mod:`eval.irrep_matching`) or the
+    """Reference labels of the features: ``kind`` is ``"irrep"`` (composers: :mod:`groupcc.eval.irrep_matching`) or the
     name of the inputs' label (vision: the class of inputs on which the feature is most active); ``order`` lists
     the possible labels for tables and plots; ``score`` is how well the label fits each feature."""
 

@@ -24,8 +24,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from groups import Group, Irrep
-from training.composer_training import ComposerRun, float64_cross_entropy
+from groupcc.groups import Group, Irrep
+from groupcc.training.composer_training import ComposerRun, float64_cross_entropy
 
 DEFAULT_KEY_THRESHOLD = 0.05
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from crosscoders import Codes, Dictionary
-from training.activation_store import ActivationSource, source_for_dictionary
+from groupcc.crosscoders import Codes, Dictionary
+from groupcc.training.activation_store import ActivationSource, source_for_dictionary
 
 from .plots import new_figure, save_figure
 

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import silhouette_score
 
-from groups import Group, GroupError, irrep_energies
+from groupcc.groups import Group, GroupError, irrep_energies
 
 SIGNATURE_WEIGHTS = {"spectrum": 1.0, "invariant": 1.0, "stabiliser": 1.0}
 

@@ -2,7 +2,7 @@
 
 A feature's activation over all ``|G|²`` pairs, ``f(a, b)``, is centred and projected on the spans of the entries
 of ``ρ(a)``, ``ρ(b)`` and ``ρ(w(a, b))`` for every non-trivial irrep ``ρ`` (``w`` is the task, ``a·b`` by default).
-These spans are mutually orthogonal (see :mod:`eval.composer_metrics`), so the fractions add up to at most 1:
+These spans are mutually orthogonal (see :mod:`groupcc.eval.composer_metrics`), so the fractions add up to at most 1:
 
     fve_ρ(f) = Σ_{t ∈ a, b, w} ‖Q_{ρ,t}ᵀ f_c‖² / ‖f_c‖²
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from groups import Group, GroupError
+from groupcc.groups import Group, GroupError
 
 from .composer_metrics import entry_basis
 

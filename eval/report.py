@@ -17,8 +17,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from crosscoders.io import atomic_write, load_json
-from groups import GroupccError
+from groupcc.crosscoders.io import atomic_write, load_json
+from groupcc.errors import GroupccError
 
 ANALYSIS_FILE = "analysis.json"
 ANALYSIS_SUBDIR = "analysis"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from groups import Group, GroupError, irrep_spectrum
+from groupcc.groups import Group, GroupError, irrep_spectrum
 
 
 def check_blocks(group: Group, blocks_FBD: np.ndarray) -> np.ndarray:

@@ -10,19 +10,20 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from crosscoders import AtomicDirectory, load_dictionary, read_dictionary_record
-from crosscoders.io import load_json
-from eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_dictionary, compare_dictionaries
-from eval.analysis_plots import plot_dictionary_history, plot_feature_images, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
-from eval.composer_metrics import composer_metrics
-from eval.dictionary_metrics import evaluate_dictionary
-from eval.report import FORMAT
-from groups import PAIR_ACTIONS, Group, GroupccError, get_group
-from training.activation_store import ActivationStore, open_store
-from training.composer_training import load_composer_run
-from training.image_actions import DihedralImageAction
-from training.run_files import atomic_write_json, read_json
-from training.vision_harvest import stored_images
+from groupcc.crosscoders import AtomicDirectory, load_dictionary, read_dictionary_record
+from groupcc.crosscoders.io import load_json
+from groupcc.eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_dictionary, compare_dictionaries
+from groupcc.eval.analysis_plots import plot_dictionary_history, plot_feature_images, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
+from groupcc.eval.composer_metrics import composer_metrics
+from groupcc.eval.dictionary_metrics import evaluate_dictionary
+from groupcc.eval.report import FORMAT
+from groupcc.errors import GroupccError
+from groupcc.groups import PAIR_ACTIONS, Group, get_group
+from groupcc.training.activation_store import ActivationStore, open_store
+from groupcc.training.composer_training import load_composer_run
+from groupcc.training.image_actions import DihedralImageAction
+from groupcc.training.run_files import atomic_write_json, read_json
+from groupcc.training.vision_harvest import stored_images
 
 from .dict_cmd import check_same_group, dictionary_input
 

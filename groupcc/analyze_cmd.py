@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from eval.analysis import AnalysisSettings
-from eval.report import write_report
-from training.run_files import read_json
+from groupcc.eval.analysis import AnalysisSettings
+from groupcc.eval.report import write_report
+from groupcc.training.run_files import read_json
 
 from .analysis_pipeline import analyze_runs
 

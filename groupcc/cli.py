@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from groups import GroupccError
+from groupcc.errors import GroupccError
 
 #: Errors that are the user's to fix: reported in one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (GroupccError, FileNotFoundError, FileExistsError)

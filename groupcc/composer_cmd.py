@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from eval.composer_metrics import DEFAULT_KEY_THRESHOLD, composer_metrics, progress_measures
-from eval.composer_plots import plot_logit_similarity, plot_progress_measures, plot_training_curves
-from training.composer_training import default_config, load_composer_run, train_composer
-from training.run_files import atomic_write_json, read_json
+from groupcc.eval.composer_metrics import DEFAULT_KEY_THRESHOLD, composer_metrics, progress_measures
+from groupcc.eval.composer_plots import plot_logit_similarity, plot_progress_measures, plot_training_curves
+from groupcc.training.composer_training import default_config, load_composer_run, train_composer
+from groupcc.training.run_files import atomic_write_json, read_json
 
 # Below this test accuracy a composer has not learned the group operation, only its training pairs.
 GENERALISED_ACCURACY = 0.99

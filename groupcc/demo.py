@@ -12,7 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
-from groups import GroupccError, get_group
+from groupcc.errors import GroupccError
+
+from groupcc.groups import get_group
 
 #: Small enough for a laptop CPU: S4 (24 elements) groks in seconds with most pairs in the training set.
 DEMO_COMPOSER = {"mlp": {"epochs": 8000, "train_frac": 0.8, "lr": 3e-3}, "transformer": {"epochs": 20000, "train_frac": 0.8, "lr": 3e-3}}

@@ -6,12 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from crosscoders import DictionaryConfig, load_dictionary, read_dictionary_record
-from eval.dictionary_metrics import evaluate_dictionary, plot_feature_density
-from groups import GroupccError
-from training.activation_store import ActivationSource, ActivationStore, SelectBlocks, open_store
-from training.dictionary_trainer import TrainerConfig, train_dictionary
-from training.run_files import atomic_write_json
+from groupcc.crosscoders import DictionaryConfig, load_dictionary, read_dictionary_record
+from groupcc.eval.dictionary_metrics import evaluate_dictionary, plot_feature_density
+from groupcc.errors import GroupccError
+from groupcc.training.activation_store import ActivationSource, ActivationStore, SelectBlocks, open_store
+from groupcc.training.dictionary_trainer import TrainerConfig, train_dictionary
+from groupcc.training.run_files import atomic_write_json
 
 SAE_INPUTS = ("identity", "all")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 
-from groups import Group, get_group, read_cayley_table
+from groupcc.groups import Group, get_group, read_cayley_table
 
 
 def resolve_group(spec: str) -> Group:

@@ -6,10 +6,12 @@ import argparse
 import shutil
 from pathlib import Path
 
-from groups import PAIR_ACTIONS, GroupccError
-from training.composer_training import load_composer_run
-from training.composers import COMPOSER_LAYERS
-from training.harvest import composer_harvest_batches, harvest_to_store
+from groupcc.errors import GroupccError
+
+from groupcc.groups import PAIR_ACTIONS
+from groupcc.training.composer_training import load_composer_run
+from groupcc.training.composers import COMPOSER_LAYERS
+from groupcc.training.harvest import composer_harvest_batches, harvest_to_store
 
 ALL_LAYERS = sorted({name for names in COMPOSER_LAYERS.values() for name in names})
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from groups import GroupccError
-from training.harvest import harvest_to_store
-from training.image_actions import DihedralImageAction
-from training.inception import load_inception_v1
-from training.run_files import resolve_device
-from training.testbed import TestbedConfig, load_testbed, train_testbed
-from training.vision_harvest import POSITIONS, iter_vision_harvest, vision_images
+from groupcc.errors import GroupccError
+from groupcc.training.harvest import harvest_to_store
+from groupcc.training.image_actions import DihedralImageAction
+from groupcc.training.inception import load_inception_v1
+from groupcc.training.run_files import resolve_device
+from groupcc.training.testbed import TestbedConfig, load_testbed, train_testbed
+from groupcc.training.vision_harvest import POSITIONS, iter_vision_harvest, vision_images
 
 MODEL_HELP = ("a testbed run directory (from 'groupcc vision train-testbed'), 'inception' (with --weights), or a Python "
               "import path 'package.module:name' of an nn.Module class or factory (called with no arguments; --weights "

@@ -17,14 +17,14 @@ from .constructors import (
     read_cayley_table,
     symmetric,
 )
-from .errors import GroupccError, GroupError
+from .errors import GroupError
 from .fourier import fourier_transform, inverse_fourier_transform, irrep_energies, irrep_spectrum
 from .group import Group
 from .irreps import Irrep, decompose, generic_irreps
 from .words import Word, parse_word
 
 __all__ = [
-    "Group", "GroupError", "GroupccError", "Irrep",
+    "Group", "GroupError", "Irrep",
     "cyclic", "dihedral", "symmetric", "alternating", "quaternion", "direct_product",
     "from_cayley_table", "from_permutations", "get_group", "read_cayley_table",
     "generic_irreps", "decompose", "Word", "parse_word",

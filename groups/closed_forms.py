@@ -2,7 +2,7 @@
 (restriction from S_n) and direct products (Kronecker products with the type rules).
 
 Each builder returns a complete list of irreps; ``Group.irreps()`` sorts it. The generic algorithm in
-:mod:`groups.irreps` is an independent check of all of them (see the tests).
+:mod:`groupcc.groups.irreps` is an independent check of all of them (see the tests).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def symmetric_irreps(group: "Group") -> list[Irrep]:
 def alternating_irreps(group: "Group", parent: "Group") -> list[Irrep]:
     """``A_n`` from ``S_n`` (``parent``): ``λ`` and its transpose restrict to the same irrep; a
     self-transposed ``λ`` splits into two (``[λ]+``, ``[λ]-``) when the split characters are real, and
-    otherwise stays one irrep of type C (found by :func:`groups.irreps.decompose`)."""
+    otherwise stays one irrep of type C (found by :func:`groupcc.groups.irreps.decompose`)."""
     in_parent = np.flatnonzero(np.isin(permutation_keys(parent.permutations), permutation_keys(group.permutations)))
     parent_irreps = {irrep.name: irrep for irrep in parent.irreps()}
     irreps = []
@@ -195,7 +195,7 @@ def alternating_irreps(group: "Group", parent: "Group") -> list[Irrep]:
 def product_irreps(group: "Group", left: "Group", right: "Group") -> list[Irrep]:
     """Irreps of ``left × right`` (element ``(a, b)`` has index ``a·|right| + b``) from Kronecker products
     ``ρ ⊗ σ``. The product is irreducible, of the type of ``σ``, when ``ρ`` has type R (and vice versa);
-    when neither has type R it is split with :func:`groups.irreps.decompose` (C ⊗ C is a sum of two
+    when neither has type R it is split with :func:`groupcc.groups.irreps.decompose` (C ⊗ C is a sum of two
     type-C irreps, H ⊗ H of four copies of one type-R irrep, C ⊗ H of two copies of one type-C irrep)."""
     irreps = []
     for rho in left.irreps():

@@ -1,9 +1,6 @@
-"""Errors raised by groupcc. Every layer's user-facing errors subclass :class:`GroupccError`, so the command
-line reports them as one line (its message names the bad value and what was expected)."""
+"""Errors of the group layer."""
 
-
-class GroupccError(ValueError):
-    """Base of the errors a user can cause and fix (bad input, bad arguments, missing or corrupt files)."""
+from groupcc.errors import GroupccError
 
 
 class GroupError(GroupccError):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Group:
     """A finite group given by its multiplication table.
 
-    Build one with the constructors in :mod:`groups.constructors` (``cyclic``, ``dihedral``,
+    Build one with the constructors in :mod:`groupcc.groups.constructors` (``cyclic``, ``dihedral``,
     ``symmetric``, ``alternating``, ``direct_product``, ``from_cayley_table``, ``from_permutations``,
     ``get_group``) rather than directly: they validate the table and attach the closed-form irreps.
 
@@ -32,7 +32,7 @@ class Group:
             (no validation here).
         labels: readable label per element.
         irrep_builder: function ``Group -> list[Irrep]`` giving the closed-form irreps; ``None`` means
-            the generic algorithm of :func:`groups.irreps.generic_irreps`.
+            the generic algorithm of :func:`groupcc.groups.irreps.generic_irreps`.
         permutations: for permutation groups, ``[n, degree]`` array of images (0-based), row ``g`` is
             the permutation of element ``g``.
     """

@@ -27,9 +27,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from crosscoders import AtomicDirectory, DictionaryConfig, DictionaryError
-from crosscoders.io import load_json
-from groups import GroupccError
+from groupcc.crosscoders import AtomicDirectory, DictionaryConfig, DictionaryError
+from groupcc.crosscoders.io import load_json
+from groupcc.errors import GroupccError
 
 MANIFEST = "manifest.json"
 FORMAT = "groupcc-activation-store"

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from groups import Group, GroupccError, get_group, parse_word
+from groupcc.errors import GroupccError
+
+from groupcc.groups import Group, get_group, parse_word
 
 from .composers import ComposerArchitecture, build_composer
 from .run_files import atomic_save_safetensors, atomic_write_json, prepare_run_dir, read_json, resolve_device

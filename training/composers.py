@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from groups import GroupccError
+from groupcc.errors import GroupccError
 
 ACTIVATIONS = {
     "relu": torch.relu,

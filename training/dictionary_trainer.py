@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from crosscoders import (
+from groupcc.crosscoders import (
     AtomicDirectory,
     Dictionary,
     DictionaryConfig,
@@ -36,9 +36,9 @@ from crosscoders import (
     read_dictionary_record,
     write_dictionary_files,
 )
-from crosscoders.io import dictionary_record
-from crosscoders.losses import residual
-from groups import GroupccError
+from groupcc.crosscoders.io import dictionary_record
+from groupcc.crosscoders.losses import residual
+from groupcc.errors import GroupccError
 
 from .activation_store import ActivationSource, source_for_dictionary
 from .run_files import atomic_write_json, prepare_run_dir, read_json, resolve_device
@@ -155,7 +155,7 @@ def train_dictionary(
     ``RESUMABLE_CHANGES``); without one it starts afresh. An existing non-empty ``run_dir`` is otherwise an
     error unless ``overwrite``. ``record`` (JSON-able, e.g. the command line) is added to ``config.json``.
     ``on_step(step)`` is called after every completed step. An SAE on multi-block activations treats every
-    block as its own input; other shape mismatches raise :class:`crosscoders.DictionaryError`.
+    block as its own input; other shape mismatches raise :class:`groupcc.crosscoders.DictionaryError`.
     """
     device = resolve_device(trainer.device)
     data = source_for_dictionary(source, config)

@@ -3,7 +3,7 @@
 Works for any ``torch.nn.Module``: a forward hook on the named layer reads its output while the model runs
 on a batch of inputs and all their transforms at once. A *transform* turns a batch of ``B`` inputs into the
 model's arguments for all ``|G|·B`` transformed inputs, stacked element-major (all rows for ``g = 0``, then
-``g = 1``, ...). For composers the transform is an index map over pairs (:func:`groups.pair_action`).
+``g = 1``, ...). For composers the transform is an index map over pairs (:func:`groupcc.groups.pair_action`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from groups import GroupccError, pair_action
+from groupcc.errors import GroupccError
+
+from groupcc.groups import pair_action
 
 from .activation_store import ActivationStore, ActivationStoreWriter
 

@@ -18,7 +18,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from groups import Group, GroupccError, dihedral
+from groupcc.errors import GroupccError
+
+from groupcc.groups import Group, dihedral
 
 
 class ImageActionError(GroupccError):

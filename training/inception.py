@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from groups import GroupccError
+from groupcc.errors import GroupccError
 
 from .run_files import atomic_save_safetensors
 

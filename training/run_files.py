@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from crosscoders.io import atomic_write, load_json
-from groups import GroupccError
+from groupcc.crosscoders.io import atomic_write, load_json
+from groupcc.errors import GroupccError
 
 
 def _atomic_replace(path: Path, write) -> None:

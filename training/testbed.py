@@ -58,8 +58,8 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from crosscoders.io import AtomicDirectory
-from groups import GroupccError
+from groupcc.crosscoders.io import AtomicDirectory
+from groupcc.errors import GroupccError
 
 from .run_files import atomic_save_safetensors, atomic_write_json, read_json, resolve_device
 

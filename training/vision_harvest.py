@@ -1,6 +1,6 @@
 """Harvesting a vision model's layer on every dihedral transform of a set of images.
 
-``acts[i, g]`` is the layer's activation on ``g·x_i`` (see :mod:`training.image_actions`), read at
+``acts[i, g]`` is the layer's activation on ``g·x_i`` (see :mod:`groupcc.training.image_actions`), read at
 
 - ``centre``: the centre of the feature map (the mean of the 2×2 central positions when the size is even:
   they are permuted among themselves by the exact transforms, so the position is the same point for all ``g``);
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from groups import GroupccError
+from groupcc.errors import GroupccError
 
 from .harvest import iter_harvest
 from .image_actions import DihedralImageAction
@@ -43,7 +43,7 @@ def centre_of(maps: torch.Tensor) -> torch.Tensor:
 
 
 class PositionReducer:
-    """The ``reduce`` of :func:`training.harvest.iter_harvest` for a position; remembers the layer's channels."""
+    """The ``reduce`` of :func:`groupcc.training.harvest.iter_harvest` for a position; remembers the layer's channels."""
 
     def __init__(self, position: str, action: DihedralImageAction):
         if position not in POSITIONS:

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from crosscoders import LOSSES, Codes, Dictionary, DictionaryConfig, DictionaryError, aux_k_loss, dictionary_loss, l1_loss
-from crosscoders.losses import residual
+from groupcc.crosscoders import LOSSES, Codes, Dictionary, DictionaryConfig, DictionaryError, aux_k_loss, dictionary_loss, l1_loss
+from groupcc.crosscoders.losses import residual
 
 SPARSITIES = ["l1", "topk", "batchtopk"]
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-import crosscoders.io
-from crosscoders import (
+import groupcc.crosscoders.io
+from groupcc.crosscoders import (
     AtomicDirectory,
     Dictionary,
     DictionaryConfig,
@@ -76,7 +76,7 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
         open(path, "wb").write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(crosscoders.io, "save_file", broken_save_file)
+    monkeypatch.setattr(groupcc.crosscoders.io, "save_file", broken_save_file)
     with pytest.raises(OSError, match="disk full"):
         save_dictionary(model, tmp_path / "dict")
     assert list(tmp_path.iterdir()) == []

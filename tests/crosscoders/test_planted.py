@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from crosscoders import best_cosines, orthogonal_representation, plant_group_features, recovered_fraction
-from groups import get_group
+from groupcc.crosscoders import best_cosines, orthogonal_representation, plant_group_features, recovered_fraction
+from groupcc.groups import get_group
 
 
 @pytest.mark.parametrize("name, d", [("C8", 16), ("D4", 13), ("S3", 7), ("C1", 4)])

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from eval.composer_metrics import activation_fve, composer_metrics, entry_basis, fraction_explained, logit_similarities
-from groups import get_group
-from training.composer_training import default_config, load_composer_run, train_composer
+from groupcc.eval.composer_metrics import activation_fve, composer_metrics, entry_basis, fraction_explained, logit_similarities
+from groupcc.groups import get_group
+from groupcc.training.composer_training import default_config, load_composer_run, train_composer
 
 
 @pytest.mark.parametrize("name", ["S4", "D5", "C7"])

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from crosscoders import Dictionary, DictionaryConfig
-from eval.dictionary_metrics import evaluate_dictionary, plot_feature_density
-from training.activation_store import InMemoryActivations, write_store
+from groupcc.crosscoders import Dictionary, DictionaryConfig
+from groupcc.eval.dictionary_metrics import evaluate_dictionary, plot_feature_density
+from groupcc.training.activation_store import InMemoryActivations, write_store
 
 
 def activations(n=500, n_blocks=3, d=5, seed=0):

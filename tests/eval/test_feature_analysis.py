@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval.comparisons import compare_labels, confusion, purity
-from eval.families import cluster, signatures
-from eval.irrep_matching import match_irreps
-from eval.sae_families import equivariant_match, virtual_blocks
-from eval.transform_blocks import autocorrelation, block_similarity, spectra, stabiliser, stabilisers, transformed_copy, translation_deviation
-from groups import GroupError, dihedral, get_group, symmetric
+from groupcc.eval.comparisons import compare_labels, confusion, purity
+from groupcc.eval.families import cluster, signatures
+from groupcc.eval.irrep_matching import match_irreps
+from groupcc.eval.sae_families import equivariant_match, virtual_blocks
+from groupcc.eval.transform_blocks import autocorrelation, block_similarity, spectra, stabiliser, stabilisers, transformed_copy, translation_deviation
+from groupcc.groups import GroupError, dihedral, get_group, symmetric
 
 
 def irrep_named(group, name):

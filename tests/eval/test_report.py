@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from eval.plots import new_figure, save_figure
-from eval.report import find_analysis, write_report
-from groups import GroupccError
+from groupcc.eval.plots import new_figure, save_figure
+from groupcc.eval.report import find_analysis, write_report
+from groupcc.errors import GroupccError
 
 IRREPS = [{"name": "[4]", "dim": 1, "type": "R"}, {"name": "[1,1,1,1]", "dim": 1, "type": "R"},
           {"name": "[2,2]", "dim": 2, "type": "R"}, {"name": "[3,1]", "dim": 3, "type": "R"},

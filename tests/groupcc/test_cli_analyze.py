@@ -5,7 +5,7 @@ import json
 import pytest
 
 from groupcc.cli import main
-from training.composer_training import default_config, train_composer
+from groupcc.training.composer_training import default_config, train_composer
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from groupcc.cli import main
-from groups import get_group
+from groupcc.groups import get_group
 
 
 def run_cli(capsys, *argv):

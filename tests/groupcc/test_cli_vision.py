@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from groupcc.cli import main
-from training.activation_store import open_store
-from training.inception import build_inception_v1, save_inception_weights
+from groupcc.training.activation_store import open_store
+from groupcc.training.inception import build_inception_v1, save_inception_weights
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from groups import GroupError, from_cayley_table, get_group, read_cayley_table
+from groupcc.groups import GroupError, from_cayley_table, get_group, read_cayley_table
 
 GROUP_NAMES = ["C6", "D4", "S3", "Q8", "A4", "C2xC2xC2", "D5"]
 

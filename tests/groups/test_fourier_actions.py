@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from groups import (
+from groupcc.groups import (
     GroupError,
     conjugation,
     fourier_transform,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from groups import GroupError, alternating, cyclic, dihedral, direct_product, from_permutations, get_group, symmetric
+from groupcc.groups import GroupError, alternating, cyclic, dihedral, direct_product, from_permutations, get_group, symmetric
 
 
 def test_permutation_product_applies_right_factor_first():

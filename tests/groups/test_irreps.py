@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from groups import (
+from groupcc.groups import (
     GroupError,
     Irrep,
     alternating,
@@ -17,7 +17,7 @@ from groups import (
     quaternion,
     symmetric,
 )
-from groups.irreps import character_inner
+from groupcc.groups.irreps import character_inner
 
 SMALL_NAMED = (
     [f"C{n}" for n in range(1, 13)]
@@ -98,7 +98,7 @@ def test_symmetric_characters_are_integral_and_known():
     by_name = {irrep.name: irrep for irrep in group.irreps()}
     fixed_points = (group.permutations == np.arange(5)).sum(axis=1)
     np.testing.assert_allclose(by_name["[4,1]"].character, fixed_points - 1, atol=1e-9)
-    from groups.permutations import permutation_signs
+    from groupcc.groups.permutations import permutation_signs
 
     np.testing.assert_allclose(by_name["[1,1,1,1,1]"].character, permutation_signs(group.permutations), atol=1e-9)
 
@@ -111,7 +111,7 @@ def test_alternating_a5_golden_ratio_characters():
 
 
 def test_young_form_generators_are_symmetric_involutions():
-    from groups.closed_forms import standard_tableaux, young_generators
+    from groupcc.groups.closed_forms import standard_tableaux, young_generators
 
     assert len(standard_tableaux((3, 2, 1))) == 16  # hook length formula: 6!/(5·3·1·3·1·1)
     gens = young_generators((3, 2, 1))

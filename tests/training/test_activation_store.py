@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from crosscoders import DictionaryConfig, DictionaryError
-from training.activation_store import (
+from groupcc.crosscoders import DictionaryConfig, DictionaryError
+from groupcc.training.activation_store import (
     ActivationStoreWriter,
     BlocksAsSamples,
     InMemoryActivations,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from groups import GroupError, get_group, parse_word
-from training.composer_training import default_config, load_composer_run, split_pairs, train_composer
-from training.composers import ComposerArchitecture, build_composer
+from groupcc.groups import GroupError, get_group, parse_word
+from groupcc.training.composer_training import default_config, load_composer_run, split_pairs, train_composer
+from groupcc.training.composers import ComposerArchitecture, build_composer
 
 TINY = dict(train_frac=0.9, lr=1e-2, seed=1)
 TINY_MLP = dict(d_embed=64, d_hidden=64)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from crosscoders import DictionaryConfig, DictionaryError, load_dictionary, plant_group_features, recovered_fraction
-from groups import GroupccError, get_group
-from training.activation_store import InMemoryActivations, write_store
-from training.dictionary_trainer import TrainerConfig, TrainingError, l1_coefficient, learning_rate, train_dictionary
+from groupcc.crosscoders import DictionaryConfig, DictionaryError, load_dictionary, plant_group_features, recovered_fraction
+from groupcc.errors import GroupccError
+from groupcc.groups import get_group
+from groupcc.training.activation_store import InMemoryActivations, write_store
+from groupcc.training.dictionary_trainer import TrainerConfig, TrainingError, l1_coefficient, learning_rate, train_dictionary
 
 D, N_PLANTED, N_FEATURES = 24, 32, 64  # 32 planted features in 24 dimensions: in superposition
 

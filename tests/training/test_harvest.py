@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from groups import GroupError, get_group, pair_action
-from training.activation_store import open_store
-from training.composer_training import default_config, load_composer_run, train_composer
-from training.harvest import composer_harvest_batches, harvest_to_store, iter_harvest, resolve_layer
+from groupcc.groups import GroupError, get_group, pair_action
+from groupcc.training.activation_store import open_store
+from groupcc.training.composer_training import default_config, load_composer_run, train_composer
+from groupcc.training.harvest import composer_harvest_batches, harvest_to_store, iter_harvest, resolve_layer
 
 
 @pytest.mark.parametrize("kind", ["left", "right", "conjugation"])

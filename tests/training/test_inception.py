@@ -6,8 +6,8 @@ from contextlib import ExitStack
 import pytest
 import torch
 
-from training.harvest import capture_output, resolve_layer
-from training.inception import (
+from groupcc.training.harvest import capture_output, resolve_layer
+from groupcc.training.inception import (
     INCEPTION_LAYERS,
     InceptionWeightsError,
     build_inception_v1,

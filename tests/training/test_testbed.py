@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from groups import GroupccError
-from training.harvest import capture_output
-from training.testbed import (
+from groupcc.errors import GroupccError
+from groupcc.training.harvest import capture_output
+from groupcc.training.testbed import (
     SHAPE_KINDS,
     SHAPE_SYMMETRY,
     TESTBED_LAYERS,

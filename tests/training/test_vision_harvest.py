@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from training.image_actions import DihedralImageAction, ImageActionError, disc_mask, rotate
-from training.vision_harvest import VisionInputError, centre_of, iter_vision_harvest, load_image_array, to_nchw
+from groupcc.training.image_actions import DihedralImageAction, ImageActionError, disc_mask, rotate
+from groupcc.training.vision_harvest import VisionInputError, centre_of, iter_vision_harvest, load_image_array, to_nchw
 
 
 def smooth_images(n=2, size=33, seed=0):
