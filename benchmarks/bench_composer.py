@@ -15,7 +15,7 @@ from torch import nn
 
 from groupcc.training.composer_training import ComposerData, default_config, float64_cross_entropy, _optimizer
 from groupcc.training.composers import build_composer
-from groupcc.training.run_files import resolve_device
+from groupcc.training.devices import resolve_device
 
 
 class PlainMLP(nn.Module):

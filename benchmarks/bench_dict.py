@@ -1,6 +1,6 @@
 """Training throughput of a group crosscoder with |G| = 16 blocks, d = 128, F = 2048, for ReLU + L1 and TopK (k = 32).
 
-groupcc's trainer (``train_dictionary``: input scaling, dead-feature tracking, learning-rate schedule, gradient
+groupcc's trainer (``fit_dictionary``: input scaling, dead-feature tracking, learning-rate schedule, gradient
 clipping, finiteness checks; TopK decodes only the k active features) against a plain dense reference loop
 written here (``nn.Parameter``s, dense encode and decode, the same Adam), in the same process, runs interleaved,
 best of ``--repeats``. Also the achieved FLOP/s of each loop as a fraction of a large ``torch.matmul``
@@ -22,7 +22,7 @@ from torch import nn
 
 from groupcc.crosscoders import DictionaryConfig
 from groupcc.training.activation_store import InMemoryActivations
-from groupcc.training.dictionary_trainer import TrainerConfig, train_dictionary
+from groupcc.training.dictionary_trainer import TrainerConfig, fit_dictionary
 
 N_BLOCKS, D, N_FEATURES, K, L1_COEFFICIENT, LR = 16, 128, 2048, 32, 5.0, 1e-4
 
@@ -66,14 +66,14 @@ def reference_samples_per_second(sparsity: str, data: torch.Tensor, batch_size: 
 
 
 def groupcc_samples_per_second(sparsity: str, data: torch.Tensor, batch_size: int, steps: int) -> float:
-    """Throughput of ``train_dictionary`` over steps 2..steps−1 (the last one also logs, checkpoints and exports)."""
+    """Throughput of ``fit_dictionary`` over steps 2..steps−1 (the last one also logs, checkpoints and exports)."""
     config = DictionaryConfig(kind="crosscoder", d=D, n_features=N_FEATURES, n_blocks=N_BLOCKS, sparsity=sparsity,
                               k=K, l1_coefficient=L1_COEFFICIENT)
     trainer = TrainerConfig(steps=steps, batch_size=batch_size, lr=LR, device="cpu", log_every=steps,
                             checkpoint_every=steps, init_sample_rows=batch_size)
     times = []
     with tempfile.TemporaryDirectory() as run_dir:
-        train_dictionary(InMemoryActivations(data), config, trainer, f"{run_dir}/run", progress=False,
+        fit_dictionary(InMemoryActivations(data), config, trainer, f"{run_dir}/run", progress=False,
                          on_step=lambda step: times.append(time.perf_counter()))
     return (steps - 2) * batch_size / (times[-2] - times[0])
 

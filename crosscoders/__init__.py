@@ -1,4 +1,5 @@
-"""Dictionary models (SAE, group crosscoder), their losses and save/load. May import torch and `groups`.
+"""Dictionary models (SAE, group crosscoder), their sparsities and losses, planted test features. May import torch
+and `groupcc.groups` (saving and loading dictionaries is in :mod:`groupcc.training.dictionary_files`).
 
 The SAE is the one-block case of the group crosscoder: one :class:`Dictionary` class reads activations
 ``[N, B, d]`` (``B = |G|`` blocks for a crosscoder, block 0 the identity; ``B = 1`` for an SAE).
@@ -8,7 +9,6 @@ from .codes import Codes, batch_topk_codes, relu_codes, threshold_codes, topk_co
 from .config import DictionaryConfig
 from .dictionary import Dictionary, DictionaryOutput
 from .errors import DictionaryError
-from .io import AtomicDirectory, load_dictionary, read_dictionary_record, save_dictionary, write_dictionary_files
 from .losses import LOSSES, LossTerms, aux_k_loss, dictionary_loss, l1_loss, topk_loss
 from .planted import PlantedFeatures, best_cosines, orthogonal_representation, plant_group_features, recovered_fraction
 
@@ -16,6 +16,5 @@ __all__ = [
     "Dictionary", "DictionaryConfig", "DictionaryOutput", "DictionaryError",
     "Codes", "relu_codes", "topk_codes", "batch_topk_codes", "threshold_codes",
     "LossTerms", "LOSSES", "dictionary_loss", "l1_loss", "topk_loss", "aux_k_loss",
-    "save_dictionary", "load_dictionary", "read_dictionary_record", "write_dictionary_files", "AtomicDirectory",
     "PlantedFeatures", "plant_group_features", "orthogonal_representation", "best_cosines", "recovered_fraction",
 ]

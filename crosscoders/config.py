@@ -9,6 +9,7 @@ from .errors import DictionaryError
 KINDS = ("sae", "crosscoder")
 SPARSITIES = ("l1", "topk", "batchtopk")
 ENCODER_READS = ("identity", "all")
+SAE_INPUTS = ("identity", "all")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class DictionaryConfig:
             threshold at inference).
         k: active features per input (``topk``), on average (``batchtopk``); unused by ``l1``.
         l1_coefficient: ``λ`` of the penalty ``λ Σ_i f_i Σ_g ‖W_dec[i, g]‖`` (``l1`` only).
-        encoder_reads: ``"identity"`` (block 0 only) or ``"all"`` blocks.
+        encoder_reads: what a crosscoder's encoder reads: ``"identity"`` (block 0 only) or ``"all"`` blocks.
+        sae_input: what an SAE is trained, evaluated and analysed on when the activations have several blocks:
+            ``"identity"`` (block 0, the untransformed inputs) or ``"all"`` (every block as its own input).
         aux_k: at most this many dead features reconstruct the residual in the AuxK loss (Gao et al. 2024 use
             a power of two near ``d/2``); ``topk``/``batchtopk`` only.
         aux_coefficient: weight ``α`` of the AuxK loss.
@@ -47,6 +50,7 @@ class DictionaryConfig:
     k: int = 32
     l1_coefficient: float = 5.0
     encoder_reads: str = "identity"
+    sae_input: str = "identity"
     aux_k: int = 256
     aux_coefficient: float = 1 / 32
     dead_after_steps: int = 1000
@@ -58,6 +62,7 @@ class DictionaryConfig:
         _expect_choice("kind", self.kind, KINDS)
         _expect_choice("sparsity", self.sparsity, SPARSITIES)
         _expect_choice("encoder_reads", self.encoder_reads, ENCODER_READS)
+        _expect_choice("sae_input", self.sae_input, SAE_INPUTS)
         for name in ("d", "n_features", "n_blocks", "k", "aux_k", "dead_after_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

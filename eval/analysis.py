@@ -1,6 +1,6 @@
 """Analysis of a trained dictionary: transform blocks, stabilisers, spectra, families, irrep matching, comparisons.
 
-:func:`analyze_dictionary` characterises every feature of one dictionary on an activation store:
+:func:`analyze_features` characterises every feature of one dictionary on an activation store:
 
 - its activations on the identity block of every row (features that never fire are *dead* and left out of the
   families);
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from groupcc.crosscoders import Dictionary
 from groupcc.errors import GroupccError
 from groupcc.groups import Group
 from groupcc.training.activation_store import ActivationSource
+from groupcc.training.progress import progress_bar
 
 from .comparisons import best_partners, compare_labels
 from .families import Clustering, cluster, signatures
@@ -36,9 +36,17 @@ from .transform_blocks import block_norms, block_similarity, spectra, stabiliser
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """``stabiliser_tolerance``: bound on the relative deviation ``δ(h)``; ``n_families``: fixed number of families
-    (``None``: chosen by silhouette up to ``max_families``); ``min_explained``: below it a feature's irrep is
-    ``mixed``; ``matching_rows``: rows (a fixed random subset) used for the SAE's equivariant matching."""
+    """How the features are analysed.
+
+    Attributes:
+        stabiliser_tolerance: stabiliser tolerance, a bound on the relative deviation ‖B[g·h] − B[g]‖/‖B‖.
+        n_families: number of families (None: chosen by silhouette score up to max_families).
+        max_families: largest number of families tried.
+        min_explained: irrep matching: a feature whose best irrep explains less than this is 'mixed'.
+        matching_rows: inputs (a fixed random subset) used for the SAE's equivariant matching.
+        batch_rows: inputs encoded at a time.
+        seed: seed of the matching subset and of the clustering.
+    """
 
     stabiliser_tolerance: float = 0.1
     n_families: int | None = None
@@ -47,6 +55,16 @@ class AnalysisSettings:
     matching_rows: int = 2048
     batch_rows: int = 1024
     seed: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.stabiliser_tolerance < 2:
+            raise GroupccError(f"stabiliser_tolerance = {self.stabiliser_tolerance!r}: expected a relative deviation in [0, 2)")
+        if not 0 <= self.min_explained <= 1:
+            raise GroupccError(f"min_explained = {self.min_explained!r}: expected a fraction in [0, 1]")
+        for name in ("max_families", "matching_rows", "batch_rows") + (("n_families",) if self.n_families is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GroupccError(f"{name} = {value!r}: expected a positive integer")
 
 
 @dataclass
@@ -139,7 +157,7 @@ def feature_codes(dictionary: Dictionary, source: ActivationSource, rows: np.nda
     was_training = dictionary.training
     dictionary.eval()
     out = []
-    for start in tqdm(range(0, len(rows), batch_rows), disable=not progress, desc="feature activations", leave=False):
+    for start in progress_bar(range(0, len(rows), batch_rows), enabled=progress, desc="feature activations", leave=False):
         chunk = torch.as_tensor(source.read_rows(rows[start : start + batch_rows]))
         if dictionary.config.kind == "sae":
             chunk = chunk.reshape(-1, 1, chunk.shape[-1]) if every_block else chunk[:, :1]
@@ -152,7 +170,7 @@ def feature_codes(dictionary: Dictionary, source: ActivationSource, rows: np.nda
     return np.swapaxes(codes, 0, 1) if every_block else codes
 
 
-def analyze_dictionary(
+def analyze_features(
     dictionary: Dictionary,
     source: ActivationSource,
     group: Group,

@@ -26,6 +26,7 @@ import torch
 
 from groupcc.groups import Group, Irrep
 from groupcc.training.composer_training import ComposerRun, float64_cross_entropy
+from groupcc.training.progress import progress_bar
 
 DEFAULT_KEY_THRESHOLD = 0.05
 
@@ -140,12 +141,11 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
 
 def progress_measures(run: ComposerRun, key_irreps: list[str], progress: bool = True) -> list[dict]:
     """:func:`composer_metrics` at every saved checkpoint, with the final model's key irreps fixed."""
-    from tqdm.auto import tqdm
-
+    
     final_state = copy.deepcopy(run.model.state_dict())
     records = []
     try:
-        for epoch, path in tqdm(run.checkpoints(), disable=not progress, desc="checkpoints"):
+        for epoch, path in progress_bar(run.checkpoints(), enabled=progress, desc="checkpoints"):
             run.load_weights(path)
             metrics = composer_metrics(run, key_irreps=key_irreps)
             metrics.pop("logit_similarity")

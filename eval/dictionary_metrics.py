@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from groupcc.crosscoders import Codes, Dictionary
-from groupcc.training.activation_store import ActivationSource, source_for_dictionary
+from groupcc.training.activation_store import ActivationSource, dictionary_input, open_store
+from groupcc.training.dictionary_files import check_same_group, load_dictionary, read_dictionary_record
+from groupcc.training.progress import progress_bar
+from groupcc.training.runs import PLOTS, write_json
 
 from .plots import new_figure, save_figure
 
@@ -97,15 +99,15 @@ def evaluate_dictionary(
     progress: bool = True,
 ) -> DictionaryMetrics:
     """Stream ``source`` (at most ``max_rows`` rows, in order) through ``dictionary`` in eval mode on its own device.
-    An SAE on multi-block activations sees every block as an input."""
+    An SAE on multi-block activations reads what its config's ``sae_input`` says (block 0, or every block)."""
     config = dictionary.config
-    data = source_for_dictionary(source, config)
+    data = dictionary_input(source, config)
     device = dictionary.b_dec.device
     was_training = dictionary.training
     dictionary.eval()
     accumulator = MetricsAccumulator(config.n_blocks, config.d, config.n_features)
     rows = data.n_rows if max_rows is None else min(max_rows, data.n_rows)
-    for chunk in tqdm(data.chunks(batch_size, rows), total=-(-rows // batch_size), disable=not progress, desc="evaluate"):
+    for chunk in progress_bar(data.chunks(batch_size, rows), total=-(-rows // batch_size), enabled=progress, desc="evaluate"):
         acts = chunk.to(device)
         output = dictionary(acts)
         accumulator.update(acts, output.recon_NBD, output.codes)
@@ -126,3 +128,20 @@ def plot_feature_density(metrics: DictionaryMetrics, path: str | Path, title: st
     axis.set_title(f"{title}: {int((density == 0).sum())} dead of {density.size}")
     axis.legend()
     return save_figure(fig, path)
+
+
+def evaluate_dictionary_run(run_dir: str | Path, acts: str | Path, *, max_rows: int | None = None, progress: bool = True) -> dict:
+    """Evaluate a dictionary run directory on an activation store (of the group it was trained under): writes
+    ``evaluation.json`` and ``plots/feature_density.png`` into the run and returns the summary (with the
+    dictionary's kind, sparsity and number of features)."""
+    record = read_dictionary_record(run_dir)
+    dictionary = load_dictionary(run_dir)
+    store = open_store(acts)
+    check_same_group(run_dir, record, store)
+    metrics = evaluate_dictionary(dictionary, store, max_rows=max_rows, progress=progress)
+    config = dictionary.config
+    summary = {"acts": str(Path(acts).resolve()), "kind": config.kind, "sparsity": config.sparsity,
+               "n_features": config.n_features, **metrics.summary()}
+    write_json(Path(run_dir) / "evaluation.json", summary)
+    plot_feature_density(metrics, Path(run_dir) / PLOTS / "feature_density.png", title=f"{config.kind} feature density")
+    return summary

@@ -17,8 +17,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from groupcc.crosscoders.io import atomic_write, load_json
 from groupcc.errors import GroupccError
+from groupcc.training.runs import make_directory, read_json, write_text
 
 ANALYSIS_FILE = "analysis.json"
 ANALYSIS_SUBDIR = "analysis"
@@ -83,7 +83,7 @@ def _locate(run: Path) -> Path:
 def read_analysis(file: str | Path) -> dict:
     """Parse an ``analysis.json``; a corrupt or unreadable file, or another format, raises :class:`GroupccError`."""
     try:
-        analysis = load_json(file, GroupccError)
+        analysis = read_json(file, what="analysis")
     except OSError as err:
         raise GroupccError(f"{str(file)!r} could not be read: {err.strerror or err}") from None
     if not isinstance(analysis, dict) or analysis.get("format") != FORMAT:
@@ -99,17 +99,13 @@ def write_report(run: str | Path, out_dir: str | Path | None = None) -> tuple[Pa
     directory of ``run``) and return their paths."""
     directory, analysis = load_analysis(run)
     out = Path(out_dir) if out_dir is not None else directory
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out)
     blocks = build_report(analysis, directory)
     title = _title(analysis)
     html_path, markdown_path = out / "report.html", out / "report.md"
-    _write_text(html_path, render_html(title, blocks))
-    _write_text(markdown_path, render_markdown(blocks, out))
+    write_text(html_path, render_html(title, blocks))
+    write_text(markdown_path, render_markdown(blocks, out))
     return html_path, markdown_path
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------- content
@@ -284,10 +280,13 @@ def _plots_section(plots: list[dict], directory: Path) -> list[Block]:
 
 
 def _plot(plot: dict, directory: Path) -> Figure | Paragraph:
-    """The plot as a figure, or a note when its file is missing or unreadable (a relative file is relative to
-    the analysis directory)."""
+    """The plot as a figure, or a note when its file is missing, unreadable, not a PNG, or not inside the analysis
+    directory (a report built from someone else's analysis must not embed other local files)."""
     path = directory / str(plot.get("file", ""))
     title = str(plot.get("title") or path.name)
+    inside = path.resolve().is_relative_to(directory.resolve())
+    if not inside or path.suffix.lower() != ".png" or (path.exists() and not path.is_file()):
+        return Paragraph(f"Plot {title!r} skipped: {str(plot.get('file'))!r} is not a PNG file inside the analysis directory.")
     try:
         data = path.read_bytes()
     except OSError as err:

@@ -68,7 +68,7 @@ def translation_deviation(group: Group, blocks_FBD: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(ratio, 0.0, None))
 
 
-def stabiliser(group: Group, deviation: np.ndarray, tolerance: float) -> np.ndarray:
+def subgroup_within(group: Group, deviation: np.ndarray, tolerance: float) -> np.ndarray:
     """The largest subgroup found by greedy growth inside ``{h : deviation[h] ≤ tolerance}`` (sorted indices)."""
     passing = deviation <= tolerance
     passing[0] = True
@@ -86,7 +86,13 @@ def stabilisers(group: Group, blocks_FBD: np.ndarray, tolerance: float = 0.1) ->
     """The stabiliser subgroup of every feature (see the module docstring); ``tolerance`` bounds ``δ_i(h)``."""
     if not 0 <= tolerance < 2:
         raise GroupError(f"stabiliser tolerance must be in [0, 2) (a relative deviation), got {tolerance}")
-    return [stabiliser(group, row, tolerance) for row in translation_deviation(group, check_blocks(group, blocks_FBD))]
+    return [subgroup_within(group, row, tolerance) for row in translation_deviation(group, check_blocks(group, blocks_FBD))]
+
+
+def stabiliser(blocks_GD: np.ndarray, group: Group, tolerance: float = 0.1) -> np.ndarray:
+    """The stabiliser subgroup (sorted element indices) of one feature's transform blocks ``[|G|, d]``: the ``h``
+    with ``B[g·h] ≈ B[g]`` for all ``g``, to a relative deviation ``tolerance``."""
+    return stabilisers(group, np.asarray(blocks_GD)[None], tolerance)[0]
 
 
 def transformed_copy(group: Group, blocks_FBD: np.ndarray, h: int) -> np.ndarray:

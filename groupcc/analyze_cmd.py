@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 from groupcc.eval.analysis import AnalysisSettings
+from groupcc.eval.pipeline import analyze_runs
 from groupcc.eval.report import write_report
-from groupcc.training.run_files import read_json
+from groupcc.training.runs import read_json
 
-from .analysis_pipeline import analyze_runs
+from .options import add_options, option_values
+
+SETTINGS = ["n_families", "max_families", "stabiliser_tolerance", "min_explained", "matching_rows", "seed"]
 
 
 def add_analyze_commands(commands) -> None:
@@ -19,12 +22,7 @@ def add_analyze_commands(commands) -> None:
     analyze.add_argument("--compare", help="a second dictionary of the other kind (SAE or crosscoder) on the same activations")
     analyze.add_argument("--acts", help="activation store (default: the one the dictionary was trained on)")
     analyze.add_argument("--out", help="analysis directory (default DICTIONARY/analysis)")
-    analyze.add_argument("--families", type=int, help="number of families (default: chosen by silhouette score)")
-    analyze.add_argument("--max-families", type=int, default=12, help="largest number of families tried")
-    analyze.add_argument("--tolerance", type=float, default=0.1, help="stabiliser tolerance: relative deviation ‖B[g·h] − B[g]‖/‖B‖")
-    analyze.add_argument("--min-explained", type=float, default=0.0, help="irrep matching: below this a feature is 'mixed'")
-    analyze.add_argument("--matching-rows", type=int, default=2048, help="inputs used for the SAE's equivariant matching")
-    analyze.add_argument("--seed", type=int, default=0)
+    add_options(analyze, AnalysisSettings, SETTINGS, flags={"n_families": "--families", "stabiliser_tolerance": "--tolerance"})
     analyze.add_argument("--json", action="store_true", help="print analysis.json's comparison and family counts as JSON")
     analyze.add_argument("--quiet", action="store_true")
     analyze.set_defaults(handler=run_analyze)
@@ -36,10 +34,7 @@ def add_analyze_commands(commands) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> None:
-    settings = AnalysisSettings(
-        stabiliser_tolerance=args.tolerance, n_families=args.families, max_families=args.max_families,
-        min_explained=args.min_explained, matching_rows=args.matching_rows, seed=args.seed,
-    )
+    settings = AnalysisSettings(**option_values(args, SETTINGS))
     dictionaries = [args.dictionary] + ([args.compare] if args.compare else [])
     out = analyze_runs(dictionaries, acts=args.acts, out=args.out, settings=settings, progress=not args.quiet)
     analysis = read_json(out / "analysis.json")

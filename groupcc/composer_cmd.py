@@ -7,14 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from groupcc.eval.composer_metrics import DEFAULT_KEY_THRESHOLD, composer_metrics, progress_measures
-from groupcc.eval.composer_plots import plot_logit_similarity, plot_progress_measures, plot_training_curves
-from groupcc.training.composer_training import default_config, load_composer_run, train_composer
-from groupcc.training.run_files import atomic_write_json, read_json
+from groupcc.eval.composer_evaluation import evaluate_composer
+from groupcc.eval.composer_metrics import DEFAULT_KEY_THRESHOLD
+from groupcc.training.composer_training import ComposerTrainingConfig, default_config, fit_composer, load_composer
+from groupcc.training.composers import ACTIVATIONS, COMPOSER_LAYERS, ComposerArchitecture
+
+from .options import add_options, option_values
 
 # Below this test accuracy a composer has not learned the group operation, only its training pairs.
 GENERALISED_ACCURACY = 0.99
 
+TRAINING_OPTIONS = ["task", "seed", "epochs", "train_frac", "lr", "weight_decay", "n_checkpoints", "device"]
 ARCH_OPTIONS = ["activation", "d_embed", "d_hidden", "d_model", "n_heads", "d_head", "d_mlp"]
 
 
@@ -24,21 +27,18 @@ def add_composer_commands(commands) -> None:
 
     train = sub.add_parser("train", help="train an MLP or Transformer composer (paper defaults for the paper's groups)")
     train.add_argument("--group", required=True, help="group name, e.g. S5, C113, D59, A5, S3xC2")
-    train.add_argument("--arch", choices=["mlp", "transformer"], default="mlp")
-    train.add_argument("--task", default="a*b", help="word in a and b, e.g. a*b, a*b*a^-1, a^-1*b (default a*b)")
-    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--arch", choices=sorted(COMPOSER_LAYERS), default="mlp")
     train.add_argument("--out", help="run directory (default runs/<group>_<arch>_s<seed>)")
-    train.add_argument("--epochs", type=int, help="full-batch epochs (default: the paper's for its groups)")
-    train.add_argument("--train-frac", type=float, help="fraction of the |G|² pairs used for training")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--checkpoints", type=int, dest="n_checkpoints", help="number of log-spaced checkpoints (default 40)")
-    train.add_argument("--activation", choices=["relu", "gelu", "quadratic"])
-    for name in ARCH_OPTIONS[1:]:
-        train.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name)
-    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    # Every default is None: default_config() then picks the paper's settings for its groups.
+    add_options(train, ComposerTrainingConfig, TRAINING_OPTIONS, flags={"n_checkpoints": "--checkpoints"},
+                defaults={"epochs": None, "train_frac": None, "lr": None, "weight_decay": None, "n_checkpoints": None},
+                helps={"task": "word in a and b, e.g. a*b, a*b*a^-1, a^-1*b", "epochs": "full-batch epochs (default: the paper's for its groups)",
+                       "train_frac": "fraction of the |G|² pairs used for training (default: the paper's for its groups)",
+                       "n_checkpoints": "number of log-spaced checkpoints", "device": "auto (CUDA when present), cpu, cuda"})
+    add_options(train, ComposerArchitecture, ARCH_OPTIONS, choices={"activation": sorted(ACTIVATIONS)},
+                defaults={name: None for name in ARCH_OPTIONS}, helps={name: "(default: the paper's)" for name in ARCH_OPTIONS})
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (its config is used)")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out (once the new one is complete)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=run_train)
 
@@ -52,18 +52,15 @@ def add_composer_commands(commands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    overrides = {name: getattr(args, name) for name in ARCH_OPTIONS}
-    overrides.update(task=args.task, seed=args.seed, epochs=args.epochs, train_frac=args.train_frac, lr=args.lr,
-                     weight_decay=args.weight_decay, n_checkpoints=args.n_checkpoints, device=args.device)
-    config = default_config(args.group, args.arch, **overrides)
-    out = Path(args.out or f"runs/{args.group}_{args.arch}_s{args.seed}")
-    resume_hint = f"groupcc: interrupted; the state is saved: continue with 'groupcc composer train --group {args.group} --out {out} --resume'"
+    config = default_config(args.group, args.arch, **option_values(args, TRAINING_OPTIONS + ARCH_OPTIONS))
+    out = Path(args.out or f"runs/{args.group}_{args.arch}_s{config.seed}")
+    existed = out.is_dir() and any(out.iterdir())
     try:
-        metrics = train_composer(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+        metrics = fit_composer(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     except KeyboardInterrupt:
-        raise SystemExit(resume_hint) from None
-    if metrics.get("interrupted"):  # SIGTERM: the loop saved its state and stopped
-        raise SystemExit(resume_hint)
+        if args.overwrite and existed and not args.resume:
+            raise SystemExit(f"groupcc: interrupted before the new run was complete: {out} is unchanged") from None
+        raise SystemExit(f"groupcc: interrupted; the state is saved: continue with 'groupcc composer train --group {args.group} --out {out} --resume'") from None
     print(
         f"trained {config.architecture.arch} on {config.group} ({config.task}) for {metrics['epochs_done']} epochs in "
         f"{metrics['wall_time_s']} s on {metrics['device']}: train loss {metrics['train_loss']:.2e}, "
@@ -82,20 +79,8 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    run = load_composer_run(args.run)
-    metrics = composer_metrics(run, key_threshold=args.threshold)
-    plots = run.path / "plots"
-    history_file = run.path / "history.json"
-    if history_file.exists():
-        plot_training_curves(read_json(history_file), plots / "training_curves.png", title=f"{run.config.group} {run.config.architecture.arch}")
-    plot_logit_similarity(metrics["logit_similarity"], metrics["key_irreps"], args.threshold, plots / "logit_similarity.png")
-    if not args.no_progress and run.checkpoints():
-        records = progress_measures(run, metrics["key_irreps"], progress=not args.quiet)
-        atomic_write_json(run.path / "progress.json", records)
-        plot_progress_measures(records, plots / "progress_measures.png")
-    existing = read_json(run.path / "metrics.json") if (run.path / "metrics.json").exists() else {}
-    existing["interpretability"] = metrics
-    atomic_write_json(run.path / "metrics.json", existing)
+    run = load_composer(args.run)
+    metrics = evaluate_composer(run, key_threshold=args.threshold, over_checkpoints=not args.no_progress, progress=not args.quiet)
     print(json.dumps(metrics, indent=1) if args.json else format_metrics(run, metrics))
 
 

@@ -1,7 +1,8 @@
-"""``groupcc demo``: the whole chain on a small built-in default, as the commands a user would type.
+"""``groupcc demo``: the whole chain on a small built-in default.
 
 composer train → composer eval → harvest → dict train (crosscoder, SAE) → dict eval → analyze → report.
-Each step is printed as its ``groupcc`` command line, so the demo doubles as a recipe for other groups.
+Each step calls the library and is printed as the ``groupcc`` command line that does the same, so the demo
+doubles as a recipe for other groups.
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ import time
 from pathlib import Path
 
 from groupcc.errors import GroupccError
-
+from groupcc.eval.analysis import AnalysisSettings
+from groupcc.eval.composer_evaluation import evaluate_composer
+from groupcc.eval.dictionary_metrics import evaluate_dictionary_run
+from groupcc.eval.pipeline import analyze_runs
+from groupcc.eval.report import write_report
 from groupcc.groups import get_group
+from groupcc.training.composer_training import default_config, fit_composer
+from groupcc.training.dictionary_trainer import train_dictionary
+from groupcc.training.harvest import harvest
+from groupcc.training.runs import lock, read_json
 
 #: Small enough for a laptop CPU: S4 (24 elements) groks in seconds with most pairs in the training set.
 DEMO_COMPOSER = {"mlp": {"epochs": 8000, "train_frac": 0.8, "lr": 3e-3}, "transformer": {"epochs": 20000, "train_frac": 0.8, "lr": 3e-3}}
@@ -74,16 +83,67 @@ def demo_commands(args: argparse.Namespace, out: Path) -> list[list[str]]:
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from .cli import run_command
-
     get_group(args.group)  # fail on a bad name before anything is written
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise GroupccError(f"demo directory {str(out)!r} already exists: pass --overwrite to replace it, or choose another --out")
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise GroupccError(f"demo directory {str(out)!r} already exists: pass --overwrite to replace it, or choose another --out")
     started = time.perf_counter()
-    for command in demo_commands(args, out):
-        print(f"\n$ groupcc {shlex.join(command)}", flush=True)
-        run_command(command)
+    # Built in place, not beside: its runs record each other's paths (the store its composer, a dictionary its store).
+    with lock(out):
+        if out.exists():
+            shutil.rmtree(out)
+        for command, step in zip(demo_commands(args, out), demo_steps(args, out)):
+            print(f"\n$ groupcc {shlex.join(command)}", flush=True)
+            print(step())
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Open the report: {out / 'analysis' / 'report.html'}")
+
+
+def demo_steps(args: argparse.Namespace, out: Path) -> list:
+    """The library calls behind :func:`demo_commands`, one per command, each returning what the command prints."""
+    composer, acts, analysis = out / "composer", out / "acts", out / "analysis"
+    settings = {**DEMO_COMPOSER[args.arch], **({"epochs": args.epochs} if args.epochs else {})}
+    progress = not args.quiet
+    order = get_group(args.group).order
+    dictionary = {
+        "n_features": args.features or demo_features(order), "sparsity": DEMO_DICTIONARY["sparsity"],
+        "l1_coefficient": DEMO_DICTIONARY["l1"], "steps": args.steps, "batch_size": min(DEMO_DICTIONARY["batch_size"], order**2),
+        "lr": DEMO_DICTIONARY["lr"], "seed": args.seed, "device": args.device, "progress": progress,
+    }
+
+    def train():
+        config = default_config(args.group, args.arch, seed=args.seed, device=args.device, **settings)
+        metrics = fit_composer(config, composer, progress=progress)
+        return f"trained {args.arch} on {args.group}: test accuracy {metrics['test_accuracy']:.2%}"
+
+    def evaluate():
+        metrics = evaluate_composer(composer, progress=progress)
+        return f"key irreps {', '.join(metrics['key_irreps']) or 'none'}; MLP FVE {metrics['fve_mlp']:.2%}"
+
+    def collect():
+        store = harvest(composer, DEMO_LAYER[args.arch], args.action, out=acts, device=args.device, progress=progress)
+        return f"harvested {' x '.join(map(str, store.shape))} activations"
+
+    def dictionary_step(kind: str):
+        def step():
+            trained = train_dictionary(acts, kind, out=out / kind, **dictionary)
+            return f"trained a {kind}: FVU {trained.history[-1]['fvu']:.4f} (last training batch)"
+        return step
+
+    def evaluation(kind: str):
+        def step():
+            summary = evaluate_dictionary_run(out / kind, acts, progress=progress)
+            return f"{kind}: FVU {summary['fvu']:.4f}, L0 {summary['l0']:.2f}"
+        return step
+
+    def analyze():
+        directory = analyze_runs([out / "crosscoder", out / "sae"], out=analysis, settings=AnalysisSettings(seed=args.seed), progress=progress)
+        comparison = read_json(directory / "analysis.json")["comparison"]
+        return "\n".join(f"{name}: ARI {scores['ari']:.3f}, purity {scores['purity']:.3f}, {scores['n_families']} families"
+                         for name, scores in comparison.items() if "ari" in scores)
+
+    def report():
+        html, markdown = write_report(analysis)
+        return f"report: {html}"
+
+    return [train, evaluate, collect, dictionary_step("crosscoder"), dictionary_step("sae"), evaluation("crosscoder"),
+            evaluation("sae"), analyze, report]

@@ -19,7 +19,6 @@ batch ``b`` of the stream depends only on ``(seed, b)``, so a resumed training r
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterator
@@ -27,9 +26,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from groupcc.crosscoders import AtomicDirectory, DictionaryConfig, DictionaryError
-from groupcc.crosscoders.io import load_json
+from groupcc.crosscoders import DictionaryConfig, DictionaryError
 from groupcc.errors import GroupccError
+
+from .runs import RunError, StagedDirectory, read_json, write_json
 
 MANIFEST = "manifest.json"
 FORMAT = "groupcc-activation-store"
@@ -50,6 +50,8 @@ class ActivationSource(ABC):
     shape: tuple[int, int, int]
     shard_rows: list[int]
     mean_norm: float
+    #: What the activations are (group, action, layer, source run, metadata), as a store's manifest records it.
+    manifest: dict = {}
 
     @property
     def n_rows(self) -> int:
@@ -62,6 +64,11 @@ class ActivationSource(ABC):
     @property
     def d(self) -> int:
         return self.shape[2]
+
+    @property
+    def label(self) -> str:
+        """How messages name these activations."""
+        return "the activations"
 
     @abstractmethod
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -127,9 +134,10 @@ def _cut(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
 
 
 class InMemoryActivations(ActivationSource):
-    """An array or tensor ``[N, B, d]`` held in memory, read like a one-shard store."""
+    """An array or tensor ``[N, B, d]`` held in memory, read like a one-shard store; ``manifest`` says what they
+    are, with the keys of a store's manifest (``group``, ``action``, ``layer``, ``source``, ``metadata``)."""
 
-    def __init__(self, acts_NBD: np.ndarray | torch.Tensor):
+    def __init__(self, acts_NBD: np.ndarray | torch.Tensor, manifest: dict | None = None):
         acts = acts_NBD.detach().cpu().numpy() if isinstance(acts_NBD, torch.Tensor) else np.asarray(acts_NBD)
         if acts.ndim != 3 or acts.shape[0] == 0:
             raise StoreError(f"activations of shape {list(acts.shape)}: expected a non-empty [N, B, d] array")
@@ -137,6 +145,7 @@ class InMemoryActivations(ActivationSource):
         self.shape = tuple(acts.shape)
         self.shard_rows = [acts.shape[0]]
         self.mean_norm = float(np.linalg.norm(acts.astype(np.float64), axis=-1).mean())
+        self.manifest = dict(manifest or {})
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.acts[rows]
@@ -151,6 +160,7 @@ class BlocksAsSamples(ActivationSource):
         self.shape = (base.n_rows * base.n_blocks, 1, base.d)
         self.shard_rows = [rows * base.n_blocks for rows in base.shard_rows]
         self.mean_norm = base.mean_norm
+        self.manifest = base.manifest
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         base_rows, blocks = np.divmod(rows, self.base.n_blocks)
@@ -172,6 +182,7 @@ class SelectBlocks(ActivationSource):
         self.shape = (base.n_rows, len(blocks), base.d)
         self.shard_rows = base.shard_rows
         self.mean_norm = base.mean_norm
+        self.manifest = base.manifest
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         return self.base.read_rows(rows)[:, self.blocks]
@@ -180,17 +191,31 @@ class SelectBlocks(ActivationSource):
         return {**self.base.describe(), "blocks": self.blocks}
 
 
-def source_for_dictionary(source: ActivationSource, config: DictionaryConfig) -> ActivationSource:
-    """``source`` as the dictionary's input: an SAE on multi-block activations sees every block as a sample
-    (:class:`BlocksAsSamples`); otherwise the blocks and width must match the config."""
+def dictionary_input(source: ActivationSource, config: DictionaryConfig) -> ActivationSource:
+    """``source`` as the dictionary reads it. An SAE on multi-block activations reads block 0 (``sae_input =
+    "identity"``: :class:`SelectBlocks`) or every block as its own input (``"all"``: :class:`BlocksAsSamples`);
+    otherwise the blocks and width must match the config. Training, evaluation and analysis all go through here."""
     if config.kind == "sae" and source.n_blocks > 1 and source.d == config.d:
-        return BlocksAsSamples(source)
+        source = SelectBlocks(source, [0]) if config.sae_input == "identity" else BlocksAsSamples(source)
     if (source.n_blocks, source.d) != (config.n_blocks, config.d):
         raise DictionaryError(
             f"activations of shape {list(source.shape)} do not fit this {config.kind}: expected "
             f"[N, {config.n_blocks}, {config.d}] (n_blocks = {config.n_blocks}, d = {config.d})"
         )
     return source
+
+
+def as_activation_source(acts) -> ActivationSource:
+    """Activations as a source: an :class:`ActivationSource` as it is, the path of a store (opened), or an array or
+    tensor ``[N, B, d]`` (``[N, d]`` is read as one block, ``[N, 1, d]``)."""
+    if isinstance(acts, ActivationSource):
+        return acts
+    if isinstance(acts, (str, Path)):
+        return open_store(acts)
+    if isinstance(acts, (np.ndarray, torch.Tensor)):
+        return InMemoryActivations(acts[:, None, :] if acts.ndim == 2 else acts)
+    raise StoreError(f"activations of type {type(acts).__name__}: expected an array or tensor [N, |G|, d] or [N, d], "
+                     "an activation store or its path")
 
 
 class ActivationStore(ActivationSource):
@@ -231,6 +256,10 @@ class ActivationStore(ActivationSource):
         ]
         return np.concatenate(parts)
 
+    @property
+    def label(self) -> str:
+        return f"activation store {str(self.path)!r}"
+
     def describe(self) -> dict:
         keys = ("shape", "dtype", "group", "action", "layer", "source", "statistics")
         return {"store": str(self.path.resolve()), **{key: self.manifest.get(key) for key in keys}}
@@ -258,14 +287,15 @@ class ActivationStoreWriter:
     ):
         if dtype not in DTYPES:
             raise StoreError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-        if Path(path).exists() and not overwrite:
-            raise StoreError(f"{str(path)!r} already exists: expected a new path for the activation store (or overwrite=True)")
         self.path = Path(path)
         self.block_shape = (n_blocks, d)
         self.dtype = np.dtype(dtype)
         self.shard_rows = shard_rows or max(1, SHARD_BYTES // (n_blocks * d * self.dtype.itemsize))
         self.record = {"group": group, "action": action, "layer": layer, "source": source, "metadata": metadata or {}}
-        self._directory = AtomicDirectory(self.path, overwrite=True)
+        try:
+            self._directory = StagedDirectory(self.path, overwrite=overwrite, what="activation store")
+        except RunError as err:
+            raise StoreError(str(err)) from None
         self._pending: list[np.ndarray] = []
         self._shards: list[dict] = []
         self._block_norm_sums = np.zeros(n_blocks)
@@ -331,7 +361,7 @@ class ActivationStoreWriter:
             "shards": self._shards, **self.record,
             "statistics": {"mean_norm": float(block_mean_norms.mean()), "block_mean_norms": block_mean_norms.tolist()},
         }
-        (self._directory.path / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        write_json(self._directory.path / MANIFEST, manifest)
         self._directory.commit()
         return ActivationStore(self.path)
 
@@ -354,7 +384,10 @@ def _read_manifest(path: Path) -> dict:
     file = path / MANIFEST
     if not file.is_file():
         raise StoreError(f"{str(path)!r} is not an activation store: expected a directory with {MANIFEST}")
-    manifest = load_json(file, StoreError)
+    try:
+        manifest = read_json(file)
+    except RunError as err:
+        raise StoreError(str(err)) from None
     problem = _manifest_problem(manifest)
     if problem:
         raise StoreError(f"{str(file)!r} is corrupt: {problem}")

@@ -13,23 +13,38 @@ A run directory holds:
 
 from __future__ import annotations
 
-import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
 from groupcc.errors import GroupccError
 
 from groupcc.groups import Group, get_group, parse_word
 
 from .composers import ComposerArchitecture, build_composer
-from .run_files import atomic_save_safetensors, atomic_write_json, prepare_run_dir, read_json, resolve_device
+from .devices import resolve_device
+from .progress import progress_bar
+from .runs import (
+    CONFIG,
+    HISTORY,
+    STATE,
+    InterruptFlag,
+    TrainingInterrupted,
+    load_state,
+    make_directory,
+    open_run,
+    read_json,
+    read_safetensors,
+    save_state,
+    update_metrics,
+    write_json,
+    write_safetensors,
+)
 
 #: The paper's train fraction and epochs per group: {group: {arch: (train_frac, epochs)}}.
 PAPER_SETTINGS = {
@@ -94,6 +109,9 @@ def default_config(group: str, arch: str = "mlp", **overrides) -> ComposerTraini
     overrides = {k: v for k, v in overrides.items() if v is not None}
     group_obj = get_group(group)
     architecture_keys = set(ComposerArchitecture.__dataclass_fields__) - {"arch", "n_elements"}
+    known = architecture_keys | {f.name for f in fields(ComposerTrainingConfig) if f.init} - {"group", "architecture"}
+    if set(overrides) - known:
+        raise GroupccError(f"unknown composer option(s) {', '.join(sorted(set(overrides) - known))}: expected some of {', '.join(sorted(known))}")
     arch_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in architecture_keys}
     architecture = ComposerArchitecture(arch=arch, n_elements=group_obj.order, **arch_kwargs)
     train_frac, epochs = PAPER_SETTINGS.get(group, DEFAULT_SETTINGS).get(arch, DEFAULT_SETTINGS[arch])
@@ -141,94 +159,78 @@ def _optimizer(model: torch.nn.Module, config: ComposerTrainingConfig) -> torch.
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
 
 
-def _optimizer_tensors(model, optimizer) -> dict[str, torch.Tensor]:
-    names = {id(p): name for name, p in model.named_parameters()}
-    out = {}
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            out[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value).detach().clone()
-    return out
-
-
-def _load_optimizer_tensors(model, optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    for name, param in model.named_parameters():
-        state = {key.rsplit(".", 1)[1]: value for key, value in tensors.items() if key.startswith(f"optim.{name}.")}
-        if state:
-            optimizer.state[param] = {k: v.to(param.device) if k != "step" else v for k, v in state.items()}
-
-
 def checkpoint_epochs(epochs: int, count: int) -> list[int]:
     """``count`` roughly log-spaced epochs in ``[1, epochs]``, always including the last."""
     spaced = np.unique(np.geomspace(1, epochs, num=max(count, 1)).round().astype(int))
     return sorted(set(spaced.tolist()) | {epochs})
 
 
-class _InterruptFlag:
-    """Turns SIGTERM into a flag the training loop checks, so the state is saved before exiting."""
-
-    def __init__(self):
-        self.raised = False
-
-    def __enter__(self):
-        self._previous = signal.getsignal(signal.SIGTERM)
-        try:
-            signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not in the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, *_):
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def train_composer(
+    group: str,
+    arch: str = "mlp",
+    *,
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **options,
+) -> ComposerRun:
+    """Train a composer on ``group`` (``"S4"``, ``"D59"``...) into the run directory ``out`` and return the trained
+    run. ``options``: fields of :class:`ComposerTrainingConfig` (``epochs``, ``train_frac``, ``task``, ``seed``...)
+    and sizes of :class:`ComposerArchitecture` (``d_embed``...); the rest are the paper's settings for its groups
+    (see :func:`default_config`). Ctrl-C saves the state; ``resume=True`` continues it."""
+    fit_composer(default_config(group, arch, **options), out, resume=resume, overwrite=overwrite, progress=progress)
+    return load_composer(out)
+
+
+def fit_composer(
     config: ComposerTrainingConfig,
     out_dir: str | Path,
+    *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     save_every_seconds: float = 60.0,
-    stop_after_epochs: int | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> dict:
-    """Train a composer into ``out_dir`` and return its final metrics.
+    """Train a composer into ``out_dir`` and return its final training metrics.
 
     ``resume`` continues an interrupted run from ``state.safetensors`` (the config on disk is used);
-    ``overwrite`` replaces an existing run. ``stop_after_epochs`` stops early (as if interrupted) after that
-    many epochs in total; it exists to test resuming.
+    ``overwrite`` replaces an existing run once the new one is complete. Ctrl-C or SIGTERM saves the state
+    and raises :class:`TrainingInterrupted` (resume continues bit-exactly; an interrupted overwrite leaves the
+    old run as it was). ``on_epoch(epoch)`` is called after every epoch.
     """
-    out = Path(out_dir)
-    if resume and (out / "config.json").exists():
-        config = load_training_config(out)
-    else:
-        prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    with open_run(out_dir, overwrite=overwrite, resume=resume, what="composer run") as out:
+        if resume and (out / CONFIG).exists():
+            config = load_training_config(out)
+        return _fit(config, out, progress, save_every_seconds, on_epoch)
+
+
+def _fit(config: ComposerTrainingConfig, out: Path, progress: bool, save_every_seconds: float, on_epoch) -> dict:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = build_composer(config.architecture).to(device)
     optimizer = _optimizer(model, config)
-    start_epoch, history = 0, []
-    split = None
-    if (out / "state.safetensors").exists():
+    start_epoch, history, split = 0, [], None
+    if (out / STATE).exists():
         start_epoch, history, split = _restore(out, model, optimizer)
     data = ComposerData.build(config, device, split)
     if start_epoch == 0:
-        (out / "checkpoints").mkdir(exist_ok=True)
-        atomic_write_json(out / "config.json", config.to_dict())
-        atomic_save_safetensors(out / "split.safetensors", {"train": data.train.cpu(), "test": data.test.cpu()})
+        make_directory(out / "checkpoints")
+        write_json(out / CONFIG, config.to_dict())
+        write_safetensors(out / "split.safetensors", {"train": data.train, "test": data.test})
     train_a, train_b, train_y = data.subset(data.train)
     test_a, test_b, test_y = data.subset(data.test)
     checkpoints = set(checkpoint_epochs(config.epochs, config.n_checkpoints))
     interval = config.evaluation_interval
-    last_save = time.monotonic()
-    started = time.monotonic()
-    bar = tqdm(total=config.epochs, initial=start_epoch, disable=not progress, desc=f"{config.group} {config.architecture.arch}", unit="ep")
+    last_save = started = time.monotonic()
     epoch = start_epoch
-    with _InterruptFlag() as interrupt:
+    with InterruptFlag() as interrupt, progress_bar(total=config.epochs, initial=start_epoch, enabled=progress,
+                                                     desc=f"{config.group} {config.architecture.arch}", unit="ep") as bar:
         try:
             while epoch < config.epochs:
+                # The whole step, the state save and the checks run with SIGTERM only flagged, so that a save
+                # never sees a half-updated model.
                 loss = float64_cross_entropy(model(train_a, train_b), train_y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -238,24 +240,21 @@ def train_composer(
                 if epoch % interval == 0 or epoch == config.epochs:
                     record = _evaluate(model, loss, test_a, test_b, test_y, epoch)
                     history.append(record)
-                    bar.set_postfix(train=f"{record['train_loss']:.2e}", test=f"{record['test_loss']:.2e}", acc=f"{record['test_accuracy']:.3f}")
+                    bar.set_postfix(train=f"{record['train_loss']:.2e}", test=f"{record['test_loss']:.2e}", acc=f"{record['test_accuracy']:.3f}", refresh=False)
                 if epoch in checkpoints:
-                    atomic_save_safetensors(out / "checkpoints" / f"epoch_{epoch:07d}.safetensors", _weights(model))
-                stopping = interrupt.raised or (stop_after_epochs is not None and epoch >= stop_after_epochs)
-                if stopping or time.monotonic() - last_save > save_every_seconds:
+                    write_safetensors(out / "checkpoints" / f"epoch_{epoch:07d}.safetensors", _weights(model))
+                if interrupt.raised:
+                    raise TrainingInterrupted(epoch)
+                if time.monotonic() - last_save > save_every_seconds:
                     _save_state(out, model, optimizer, epoch, history)
                     last_save = time.monotonic()
-                if stopping:
-                    break
+                if on_epoch is not None:
+                    on_epoch(epoch)
         except KeyboardInterrupt:
             _save_state(out, model, optimizer, epoch, history)
-            bar.close()
             raise
-    bar.close()
-    if epoch < config.epochs:
-        return {"epochs_done": epoch, "interrupted": True}
     _save_state(out, model, optimizer, epoch, history)
-    atomic_save_safetensors(out / "model.safetensors", _weights(model))
+    write_safetensors(out / "model.safetensors", _weights(model))
     metrics = dict(history[-1])
     metrics.update(
         epochs_done=epoch,
@@ -263,8 +262,8 @@ def train_composer(
         device=str(device),
         train_accuracy=_accuracy(model, train_a, train_b, train_y),
     )
-    atomic_write_json(out / "history.json", history)
-    atomic_write_json(out / "metrics.json", {"training": metrics})
+    write_json(out / HISTORY, history)
+    update_metrics(out, "composer", training=metrics)
     return metrics
 
 
@@ -289,25 +288,14 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 
 def _save_state(out: Path, model, optimizer, epoch: int, history: list) -> None:
-    tensors = _weights(model) | {k: v.cpu().contiguous() for k, v in _optimizer_tensors(model, optimizer).items()}
-    atomic_save_safetensors(out / "state.safetensors", tensors, metadata={"epoch": str(epoch)})
-    atomic_write_json(out / "history.json", history)
+    save_state(out / STATE, model, optimizer, {"epoch": epoch})
+    write_json(out / HISTORY, history)
 
 
 def _restore(out: Path, model, optimizer):
-    from safetensors import safe_open
-
-    path = out / "state.safetensors"
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            epoch = int(handle.metadata()["epoch"])
-        tensors = load_file(str(path))
-        split = load_file(str(out / "split.safetensors"))
-    except Exception as err:  # noqa: BLE001 - any failure here means a damaged run directory
-        raise GroupccError(f"cannot resume from {str(out)!r}: damaged state ({type(err).__name__}: {err})") from None
-    model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optim.")})
-    _load_optimizer_tensors(model, optimizer, tensors)
-    history = read_json(out / "history.json") if (out / "history.json").exists() else []
+    epoch = load_state(out / STATE, model, optimizer)["epoch"]
+    split = read_safetensors(out / "split.safetensors", what="split")
+    history = read_json(out / HISTORY) if (out / HISTORY).exists() else []
     history = [record for record in history if record["epoch"] <= epoch]
     return epoch, history, (split["train"], split["test"])
 
@@ -341,10 +329,10 @@ class ComposerRun:
         return [(int(f.stem.split("_")[1]), f) for f in files]
 
     def load_weights(self, path: Path) -> None:
-        self.model.load_state_dict(load_file(str(path)))
+        self.model.load_state_dict(read_safetensors(path, what="checkpoint"))
 
 
-def load_composer_run(run_dir: str | Path, device: str = "cpu", weights: str = "model.safetensors") -> ComposerRun:
+def load_composer(run_dir: str | Path, device: str = "cpu", weights: str = "model.safetensors") -> ComposerRun:
     """Reload a run (final weights by default) without retraining; errors name what is missing."""
     path = Path(run_dir)
     if not path.is_dir():
@@ -355,8 +343,8 @@ def load_composer_run(run_dir: str | Path, device: str = "cpu", weights: str = "
             raise GroupccError(f"{str(path)!r} has no {needed}: the run did not finish (resume it with --resume)")
     model = build_composer(config.architecture)
     try:
-        model.load_state_dict(load_file(str(path / weights)))
-        split = load_file(str(path / "split.safetensors"))
+        model.load_state_dict(read_safetensors(path / weights))
+        split = read_safetensors(path / "split.safetensors", what="split")
     except Exception as err:  # noqa: BLE001
         raise GroupccError(f"{str(path)!r}: cannot load {weights} ({type(err).__name__}: {err})") from None
     model.eval()

@@ -1,52 +1,44 @@
-"""Training an SAE or a group crosscoder on a source of activations, in a run directory.
+"""Training an SAE or a group crosscoder on activations, in memory or in a run directory.
 
-A run directory holds::
+:func:`train_dictionary` is the everyday entry point (an array, a tensor or a store in, a trained dictionary
+out); :func:`fit_dictionary` trains a given :class:`DictionaryConfig` with a :class:`TrainerConfig`.
+
+A run directory (written through :mod:`groupcc.training.runs`) holds::
 
     config.json            the dictionary config, the trainer config and the data (a dictionary record, so
-                           crosscoders.load_dictionary(run_dir) loads the trained dictionary)
-    metrics.json           the metrics history: one dict every ``log_every`` steps
+                           load_dictionary(run_dir) loads the trained dictionary)
     dictionary.safetensors the trained dictionary, input scale folded into the weights (written at the end)
-    checkpoints/step_N/    the latest checkpoint: dictionary, Adam state, step and history
+    history.json           the metrics of the training batches, one entry every ``log_every`` steps
+    metrics.json           {"kind": "dictionary", "training": <last history entry + wall time>}
+    state.safetensors      the latest training state (dictionary, Adam moments, step, history), for resume
 
 Adam with a linear learning-rate warm-up and a linear decay to zero, a linear warm-up of the L1 coefficient,
-gradient-norm clipping. Batch ``b`` of the data depends only on ``(seed, b)`` and a checkpoint holds every
+gradient-norm clipping. Batch ``b`` of the data depends only on ``(seed, b)`` and the state holds every
 other piece of state, so a resumed run ends with the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
-from groupcc.crosscoders import (
-    AtomicDirectory,
-    Dictionary,
-    DictionaryConfig,
-    DictionaryOutput,
-    LossTerms,
-    dictionary_loss,
-    load_dictionary,
-    read_dictionary_record,
-    write_dictionary_files,
-)
-from groupcc.crosscoders.io import dictionary_record
+from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryOutput, LossTerms, dictionary_loss
 from groupcc.crosscoders.losses import residual
 from groupcc.errors import GroupccError
+from groupcc.groups import Group, get_group
 
-from .activation_store import ActivationSource, source_for_dictionary
-from .run_files import atomic_write_json, prepare_run_dir, read_json, resolve_device
+from .activation_store import ActivationSource, ActivationStore, as_activation_source, dictionary_input
+from .devices import resolve_device
+from .dictionary_files import dictionary_record, read_dictionary_record, write_dictionary_files
+from .progress import progress_bar
+from .runs import HISTORY, STATE, InterruptFlag, TrainingInterrupted, load_state, open_run, save_state, update_metrics, write_json
 
-METRICS_FILE = "metrics.json"
-CHECKPOINTS = "checkpoints"
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
+#: Inputs per step when none is given (fewer when the data has fewer inputs).
+DEFAULT_BATCH_SIZE = 1024
 # Trainer fields that do not change the trained weights: a run may be resumed with other values.
 RESUMABLE_CHANGES = {"device", "log_every", "checkpoint_every"}
 
@@ -60,7 +52,8 @@ class TrainerConfig:
     """How a dictionary is trained.
 
     Attributes:
-        steps, batch_size: optimiser steps and inputs per step.
+        steps, batch_size: optimiser steps and inputs per step (``None``: :data:`DEFAULT_BATCH_SIZE`, or all the
+            inputs when there are fewer; see :meth:`batch_size_for`).
         lr: peak Adam learning rate; ``beta1``, ``beta2``: Adam's betas.
         lr_warmup_fraction: linear warm-up from 0 over this fraction of the steps.
         lr_decay_fraction: linear decay to 0 over this last fraction of the steps.
@@ -73,8 +66,8 @@ class TrainerConfig:
         init_sample_rows: rows used to initialise ``b_dec``.
     """
 
-    steps: int = 10_000
-    batch_size: int = 4096
+    steps: int = 5000
+    batch_size: int | None = None
     lr: float = 3e-4
     beta1: float = 0.9
     beta2: float = 0.999
@@ -92,6 +85,8 @@ class TrainerConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "window_shards", "init_sample_rows"):
             value = getattr(self, name)
+            if name == "batch_size" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrainingError(f"{name} = {value!r}: expected a positive integer")
         for name in ("lr_warmup_fraction", "lr_decay_fraction", "l1_warmup_fraction", "beta1", "beta2"):
@@ -99,6 +94,15 @@ class TrainerConfig:
                 raise TrainingError(f"{name} = {getattr(self, name)!r}: expected a number in [0, 1]")
         if not (self.lr > 0 and self.grad_clip_norm >= 0):
             raise TrainingError(f"lr = {self.lr!r}, grad_clip_norm = {self.grad_clip_norm!r}: expected lr > 0 and grad_clip_norm >= 0")
+
+    def batch_size_for(self, n_rows: int) -> int:
+        """The batch size on ``n_rows`` inputs: the one given, else ``min(DEFAULT_BATCH_SIZE, n_rows)``. An explicit
+        batch larger than the inputs is an error."""
+        if self.batch_size is None:
+            return min(DEFAULT_BATCH_SIZE, n_rows)
+        if self.batch_size > n_rows:
+            raise TrainingError(f"batch_size = {self.batch_size} exceeds the {n_rows} inputs: expected at most {n_rows}")
+        return self.batch_size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,11 +117,12 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """The trained dictionary (input scale folded in, eval mode), its metrics history and its run directory."""
+    """The trained dictionary (input scale folded in, eval mode), its metrics history and its run directory
+    (``None`` when trained in memory)."""
 
     dictionary: Dictionary
     history: list[dict]
-    run_dir: Path
+    run_dir: Path | None
 
 
 def learning_rate(step: int, trainer: TrainerConfig) -> float:
@@ -138,10 +143,70 @@ def _ramp(progress: float, length: float) -> float:
 
 
 def train_dictionary(
+    acts,
+    kind: str = "crosscoder",
+    *,
+    n_features: int,
+    group: str | Group | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **options,
+) -> Dictionary:
+    """Train an SAE or a group crosscoder on ``acts`` and return it (in eval mode, its metrics history in
+    ``.history``).
+
+    ``acts``: an array or tensor ``[N, |G|, d]`` (an SAE also takes ``[N, d]``), an activation store or its path;
+    the shapes are read from it. ``group`` (a name or a :class:`Group`; a store records its own) is checked
+    against the number of blocks and recorded. ``options`` are fields of :class:`DictionaryConfig` (``sparsity``,
+    ``k``, ``l1_coefficient``, ``encoder_reads``, ``sae_input``...) and of :class:`TrainerConfig` (``steps``,
+    ``batch_size``, ``lr``, ``seed``, ``device``...). Nothing is written unless ``out`` names a run directory.
+    """
+    source = as_activation_source(acts)
+    config, trainer = dictionary_settings(source, kind, n_features=n_features, group=group, **options)
+    record = {"acts": str(source.path.resolve())} if isinstance(source, ActivationStore) else {}
+    result = fit_dictionary(source, config, trainer, out, resume=resume, overwrite=overwrite, progress=progress, record=record)
+    result.dictionary.history = result.history
+    return result.dictionary
+
+
+def dictionary_settings(source: ActivationSource, kind: str, *, n_features: int, group: str | Group | None = None,
+                        **options) -> tuple[DictionaryConfig, TrainerConfig]:
+    """The dictionary and trainer configs for ``source``: its width and blocks, its group, and ``options`` (fields
+    of either config; an unknown name is an error naming the known ones)."""
+    dictionary_fields = {f.name for f in fields(DictionaryConfig)} - {"kind", "d", "n_blocks", "n_features", "group"}
+    trainer_fields = {f.name for f in fields(TrainerConfig)}
+    unknown = sorted(set(options) - dictionary_fields - trainer_fields)
+    if unknown:
+        raise TrainingError(f"unknown option(s) {', '.join(unknown)}: expected some of {', '.join(sorted(dictionary_fields | trainer_fields))}")
+    group_name = _group_name(source, group)
+    config = DictionaryConfig(
+        kind=kind, d=source.d, n_features=n_features, n_blocks=source.n_blocks if kind == "crosscoder" else 1, group=group_name,
+        **{name: value for name, value in options.items() if name in dictionary_fields},
+    )
+    trainer = TrainerConfig(**{name: value for name, value in options.items() if name in trainer_fields})
+    return config, trainer
+
+
+def _group_name(source: ActivationSource, group: str | Group | None) -> str | None:
+    recorded = source.manifest.get("group") if isinstance(source, ActivationStore) else None
+    if group is None:
+        return recorded
+    group = get_group(group) if isinstance(group, str) else group
+    if recorded not in (None, group.name):
+        raise TrainingError(f"group {group.name} given, but the activation store records {recorded}: expected the same group")
+    if source.n_blocks not in (1, group.order):
+        raise TrainingError(f"the activations have {source.n_blocks} blocks but {group.name} has {group.order} elements: "
+                            "expected one block per group element")
+    return group.name
+
+
+def fit_dictionary(
     source: ActivationSource,
     config: DictionaryConfig,
     trainer: TrainerConfig,
-    run_dir: str | Path,
+    run_dir: str | Path | None = None,
     *,
     resume: bool = False,
     overwrite: bool = False,
@@ -149,30 +214,44 @@ def train_dictionary(
     record: dict | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainingResult:
-    """Train ``config``'s dictionary on ``source`` and save it in ``run_dir`` (see the module docstring).
+    """Train ``config``'s dictionary on ``source``; with ``run_dir``, in that run directory (see the module
+    docstring), else in memory.
 
-    ``resume`` continues from the latest checkpoint in ``run_dir`` (the configs must match, apart from
-    ``RESUMABLE_CHANGES``); without one it starts afresh. An existing non-empty ``run_dir`` is otherwise an
-    error unless ``overwrite``. ``record`` (JSON-able, e.g. the command line) is added to ``config.json``.
-    ``on_step(step)`` is called after every completed step. An SAE on multi-block activations treats every
-    block as its own input; other shape mismatches raise :class:`groupcc.crosscoders.DictionaryError`.
+    ``resume`` continues from the state saved in ``run_dir`` (the configs must match, apart from
+    ``RESUMABLE_CHANGES``); ``overwrite`` replaces an existing run once the new one is complete. ``record``
+    (JSON-able) is added to ``config.json``. ``on_step(step)`` is called after every completed step (e.g. to
+    time steps or stop early).
     """
     device = resolve_device(trainer.device)
-    data = source_for_dictionary(source, config)
-    run_dir = Path(run_dir)
-    checkpoint = _open_run_dir(run_dir, config, trainer, resume, overwrite)
+    data = dictionary_input(source, config)
+    batch_size = trainer.batch_size_for(data.n_rows)
     run_record = {"trainer": trainer.to_dict(), "data": data.describe(), **(record or {})}
-    atomic_write_json(run_dir / "config.json", dictionary_record(config, run_record))
+    if run_dir is None:
+        return _fit(data, config, trainer, batch_size, device, None, run_record, progress, on_step)
+    with open_run(run_dir, overwrite=overwrite, resume=resume, what="dictionary run") as directory:
+        if resume:
+            _check_resumable(directory, config, trainer)
+        result = _fit(data, config, trainer, batch_size, device, directory, run_record, progress, on_step)
+    return TrainingResult(result.dictionary, result.history, Path(run_dir))
 
+
+def _fit(data: ActivationSource, config: DictionaryConfig, trainer: TrainerConfig, batch_size: int, device: torch.device,
+         directory: Path | None, run_record: dict, progress: bool, on_step) -> TrainingResult:
     dictionary = Dictionary(config, seed=trainer.seed)
     dictionary.initialise_from_data(data.sample(trainer.init_sample_rows, trainer.seed), data.mean_norm)
     dictionary.to(device).train()
     optimizer = torch.optim.Adam(dictionary.parameters(), lr=trainer.lr, betas=(trainer.beta1, trainer.beta2))
-    step, history = load_checkpoint(checkpoint, dictionary, optimizer) if checkpoint else (0, [])
+    step, history = 0, []
+    if directory is not None:
+        if (directory / STATE).is_file():
+            saved = load_state(directory / STATE, dictionary, optimizer)
+            step, history = saved["step"], saved["history"]
+        write_json(directory / "config.json", dictionary_record(config, run_record))
 
-    batches = data.batches(trainer.batch_size, trainer.seed, start_batch=step, window_shards=trainer.window_shards)
+    batches = data.batches(batch_size, trainer.seed, start_batch=step, window_shards=trainer.window_shards)
     started = time.perf_counter()
-    with tqdm(total=trainer.steps, initial=step, disable=not progress, desc=f"{config.kind} ({config.sparsity})") as bar:
+    with InterruptFlag() as interrupt, progress_bar(total=trainer.steps, initial=step, enabled=progress,
+                                                    desc=f"{config.kind} ({config.sparsity})") as bar:
         while step < trainer.steps:
             batch = next(batches).to(device, non_blocking=True)
             if not torch.isfinite(batch).all():
@@ -182,17 +261,21 @@ def train_dictionary(
             bar.update()
             if step % trainer.log_every == 0 or step == trainer.steps:
                 history.append(_log_entry(dictionary, batch, output, terms, grad_norm, step, trainer, time.perf_counter() - started))
-                atomic_write_json(run_dir / METRICS_FILE, history)
-                bar.set_postfix(fvu=f"{history[-1]['fvu']:.3f}", l0=f"{history[-1]['l0']:.1f}")
-            if step % trainer.checkpoint_every == 0 or step == trainer.steps:
-                save_checkpoint(run_dir, dictionary, optimizer, step, history)
+                bar.set_postfix(fvu=f"{history[-1]['fvu']:.3f}", l0=f"{history[-1]['l0']:.1f}", refresh=False)
+            if directory is not None and (interrupt.raised or step % trainer.checkpoint_every == 0 or step == trainer.steps):
+                save_state(directory / STATE, dictionary, optimizer, {"step": step, "history": history})
+                write_json(directory / HISTORY, history)
+            if interrupt.raised:
+                raise TrainingInterrupted(step)
             if on_step is not None:
                 on_step(step)
 
     exported = dictionary.fold_input_scale().eval()
-    write_dictionary_files(exported, run_dir, {**run_record, "folded_input_scale": dictionary.input_scale.item()})
-    atomic_write_json(run_dir / METRICS_FILE, history)
-    return TrainingResult(exported, history, run_dir)
+    if directory is not None:
+        write_dictionary_files(exported, directory, {**run_record, "folded_input_scale": dictionary.input_scale.item()})
+        final = {**history[-1], "wall_time_s": round(time.perf_counter() - started, 3), "batch_size": batch_size} if history else {}
+        update_metrics(directory, "dictionary", training=final)
+    return TrainingResult(exported, history, directory)
 
 
 def _train_step(
@@ -236,46 +319,10 @@ def _log_entry(
     return entry
 
 
-# ---------------------------------------------------------------------- checkpoints
-def save_checkpoint(run_dir: Path, dictionary: Dictionary, optimizer: torch.optim.Optimizer, step: int, history: list[dict]) -> Path:
-    """Write ``checkpoints/step_<step>/`` atomically, then remove the older checkpoints."""
-    target = run_dir / CHECKPOINTS / f"step_{step:08d}"
-    with AtomicDirectory(target, overwrite=True) as tmp:
-        write_dictionary_files(dictionary, tmp)
-        state = optimizer.state_dict()
-        tensors = {f"{index}.{name}": value.detach().cpu().contiguous() for index, entries in state["state"].items() for name, value in entries.items()}
-        save_file(tensors, tmp / OPTIMIZER_FILE)
-        atomic_write_json(tmp / STATE_FILE, {"step": step, "param_groups": state["param_groups"], "history": history})
-    for older in (run_dir / CHECKPOINTS).glob("step_*"):
-        if older != target:
-            shutil.rmtree(older)
-    return target
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest ``checkpoints/step_*`` directory of a run, or ``None``."""
-    checkpoints = sorted((Path(run_dir) / CHECKPOINTS).glob("step_*"))
-    return checkpoints[-1] if checkpoints else None
-
-
-def load_checkpoint(checkpoint: Path, dictionary: Dictionary, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:
-    """Restore ``dictionary`` and ``optimizer`` in place; return the step and the metrics history."""
-    dictionary.load_state_dict(load_dictionary(checkpoint).state_dict())
-    state = read_json(checkpoint / STATE_FILE, what="checkpoint")
-    optimizer_state: dict[int, dict] = {}
-    for key, value in load_file(checkpoint / OPTIMIZER_FILE).items():
-        index, name = key.split(".", 1)
-        optimizer_state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": optimizer_state, "param_groups": state["param_groups"]})
-    return state["step"], state["history"]
-
-
-def _open_run_dir(run_dir: Path, config: DictionaryConfig, trainer: TrainerConfig, resume: bool, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from (after checking the settings match), or ``None`` after preparing an empty run directory."""
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if checkpoint is None:
-        prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-        return None
+def _check_resumable(run_dir: Path, config: DictionaryConfig, trainer: TrainerConfig) -> None:
+    """Resuming needs the settings the run was started with (apart from ``RESUMABLE_CHANGES``)."""
+    if not (run_dir / "config.json").is_file():
+        return  # nothing was saved yet: a fresh start
     saved = read_dictionary_record(run_dir)
     before = _settings(saved["dictionary"], saved.get("trainer", {}))
     now = _settings(config.to_dict(), trainer.to_dict())
@@ -284,7 +331,6 @@ def _open_run_dir(run_dir: Path, config: DictionaryConfig, trainer: TrainerConfi
             raise TrainingError(
                 f"cannot resume {str(run_dir)!r}: {key} was {before.get(key)!r}, now {now.get(key)!r}; expected the same settings"
             )
-    return checkpoint
 
 
 def _settings(dictionary: dict, trainer: dict) -> dict:

@@ -9,18 +9,20 @@ model's arguments for all ``|G|·B`` transformed inputs, stacked element-major (
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from groupcc.errors import GroupccError
 
-from groupcc.groups import pair_action
+from groupcc.groups import PAIR_ACTIONS, pair_action
 
-from .activation_store import ActivationStore, ActivationStoreWriter
+from .activation_store import ActivationSource, ActivationStore, ActivationStoreWriter, InMemoryActivations, StoreError
+from .composer_training import ComposerRun, load_composer
+from .progress import progress_bar
 
 #: Maps a batch of inputs to the model's positional arguments for every transform, element-major.
 Transform = Callable[[object], Sequence[torch.Tensor]]
@@ -76,7 +78,7 @@ def iter_harvest(
     model.eval()
     batch = max(1, rows_per_forward // group_order)
     try:
-        with capture_output(module) as outputs, tqdm(total=n_inputs, disable=not progress, desc=f"harvest {layer}", unit="input") as bar:
+        with capture_output(module) as outputs, progress_bar(total=n_inputs, enabled=progress, desc=f"harvest {layer}", unit="input") as bar:
             for start in range(0, n_inputs, batch):
                 indices = np.arange(start, min(start + batch, n_inputs))
                 outputs.clear()
@@ -90,6 +92,25 @@ def iter_harvest(
                 yield acts.float().cpu()
     finally:
         model.train(was_training)
+
+
+def collect(batches: Iterator[torch.Tensor], out: str | Path | None, group_order: int, *, overwrite: bool = False,
+            **manifest) -> ActivationSource:
+    """:func:`iter_harvest` batches as a new activation store at ``out`` (built beside an old one, which it replaces
+    only when complete; removed again on any error), or in memory when ``out`` is ``None``. ``manifest``: the
+    store's ``group``, ``action``, ``layer``, ``source`` and ``metadata``."""
+    if out is None:
+        acts = [batch for batch in batches]
+        if not acts:
+            raise GroupccError("no inputs to harvest: expected at least one")
+        return InMemoryActivations(torch.cat(acts), manifest=manifest)
+    return harvest_to_store(out, batches, group_order, overwrite=overwrite, **manifest)
+
+
+def check_new_output(out: str | Path | None, overwrite: bool) -> None:
+    """Fail before any work when ``out`` exists and may not be replaced."""
+    if out is not None and Path(out).exists() and not overwrite:
+        raise StoreError(f"activation store {str(out)!r} already exists: overwrite it, or choose another path")
 
 
 def harvest_to_store(path, batches: Iterator[torch.Tensor], group_order: int, **manifest) -> ActivationStore:
@@ -114,6 +135,32 @@ def composer_transform(group, action: str, device: torch.device) -> Transform:
         return moved // n, moved % n
 
     return transform
+
+
+def harvest(
+    run: ComposerRun | str | Path,
+    layer: str = "hidden",
+    action: str = "left",
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    rows_per_forward: int = 65_536,
+    progress: bool = True,
+) -> ActivationSource:
+    """A composer layer's activations on all ``|G|²`` pairs and their transforms, ``[|G|², |G|, d]``: row ``p`` is
+    pair ``p = a·|G| + b``, block ``g`` its image under ``action`` (``left``: ``(g·a, b)``, ``right``, ``conjugation``).
+    ``run``: a loaded composer run or its directory. Written as an activation store when ``out`` is given (an old
+    store there is replaced only once the new one is complete), else kept in memory."""
+    if action not in PAIR_ACTIONS:
+        raise GroupccError(f"action {action!r}: expected one of {', '.join(PAIR_ACTIONS)}")
+    if isinstance(rows_per_forward, bool) or not isinstance(rows_per_forward, int) or rows_per_forward < 1:
+        raise GroupccError(f"rows_per_forward = {rows_per_forward!r}: expected a positive integer")
+    check_new_output(out, overwrite)
+    run = run if isinstance(run, ComposerRun) else load_composer(run, device=device)
+    batches = composer_harvest_batches(run, layer, action, progress=progress, rows_per_forward=rows_per_forward)
+    return collect(batches, out, run.group.order, overwrite=overwrite, group=run.config.group, action=action, layer=layer,
+                   source=str(run.path.resolve()), metadata={"task": run.config.task, "arch": run.config.architecture.arch})
 
 
 def composer_harvest_batches(run, layer: str, action: str, pairs: np.ndarray | None = None, progress: bool = True, rows_per_forward: int = 65_536):

@@ -37,7 +37,7 @@ from torch import nn
 
 from groupcc.errors import GroupccError
 
-from .run_files import atomic_save_safetensors
+from .runs import write_safetensors
 
 #: Hookable layer name -> channels of its activation.
 INCEPTION_LAYERS: dict[str, int] = {
@@ -161,7 +161,7 @@ def save_inception_weights(model: InceptionV1, path: str | Path) -> None:
     if path.suffix != ".safetensors":
         raise InceptionWeightsError(f"InceptionV1 weights are saved as safetensors: expected a path ending in .safetensors, got {str(path)!r}")
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in lucent_state_dict(model).items()}
-    atomic_save_safetensors(path, tensors, metadata={"format": "lucent-inceptionv1"})
+    write_safetensors(path, tensors, metadata={"format": "lucent-inceptionv1"})
 
 
 def load_inception_v1(path: str | Path, device: str | torch.device = "cpu") -> InceptionV1:

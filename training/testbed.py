@@ -54,14 +54,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
-from tqdm.auto import tqdm
 
-from groupcc.crosscoders.io import AtomicDirectory
 from groupcc.errors import GroupccError
 
-from .run_files import atomic_save_safetensors, atomic_write_json, read_json, resolve_device
+from .devices import resolve_device
+from .progress import progress_bar
+from .runs import CONFIG, HISTORY, METRICS, StagedDirectory, read_json, read_safetensors, write_json, write_safetensors
 
 
 # --------------------------------------------------------------------------- shapes and their symmetries
@@ -386,7 +385,7 @@ def train_testbed(config: TestbedConfig, out: str | Path, overwrite: bool = Fals
     non-empty ``out`` is an error unless ``overwrite``."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise GroupccError(f"output directory {str(out)!r} already exists: pass --overwrite to replace it")
+        raise GroupccError(f"output directory {str(out)!r} already exists: overwrite it, or choose another path")
     device = resolve_device(config.device)
     started = time.monotonic()
     shapes = generate_shapes(config.n_train + config.n_test, config.size, config.kinds, config.seed)
@@ -400,7 +399,7 @@ def train_testbed(config: TestbedConfig, out: str | Path, overwrite: bool = Fals
     targets, oriented = orientation_targets(kind, train.orientation.to(device), config.kinds)
     order_generator = torch.Generator().manual_seed(config.seed)
     history = []
-    with tqdm(total=config.epochs * n_batches, disable=not progress, desc="testbed", unit="batch") as bar:
+    with progress_bar(total=config.epochs * n_batches, enabled=progress, desc="testbed", unit="batch") as bar:
         for epoch in range(1, config.epochs + 1):
             order = torch.randperm(config.n_train, generator=order_generator).to(device)
             summed = torch.zeros(2, device=device)
@@ -420,11 +419,11 @@ def train_testbed(config: TestbedConfig, out: str | Path, overwrite: bool = Fals
     metrics = {f"train_{k}": v for k, v in evaluate_testbed(model, train).items()}
     metrics |= {f"test_{k}": v for k, v in evaluate_testbed(model, test).items()}
     metrics |= {"epochs_done": config.epochs, "wall_time_s": round(time.monotonic() - started, 2), "device": str(device)}
-    with AtomicDirectory(out, overwrite=True) as tmp:
-        atomic_write_json(tmp / "config.json", config.to_dict())
-        atomic_save_safetensors(tmp / "model.safetensors", {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-        atomic_write_json(tmp / "history.json", history)
-        atomic_write_json(tmp / "metrics.json", {"training": metrics})
+    with StagedDirectory(out, overwrite=True, what="testbed run") as tmp:
+        write_json(tmp / CONFIG, config.to_dict())
+        write_safetensors(tmp / "model.safetensors", model.state_dict())
+        write_json(tmp / HISTORY, history)
+        write_json(tmp / METRICS, {"kind": "testbed", "training": metrics})
     return out
 
 
@@ -451,7 +450,7 @@ def load_testbed(run_dir: str | Path, device: str = "cpu") -> tuple[TestbedCNN, 
         raise GroupccError(f"{str(path)!r} has no model.safetensors: expected a finished testbed run")
     model = TestbedCNN(len(config.kinds))
     try:
-        model.load_state_dict(load_file(str(weights)))
-    except Exception as err:  # noqa: BLE001 - any failure here means a damaged weights file
-        raise GroupccError(f"{str(weights)!r} is corrupt ({type(err).__name__}: {err})") from None
+        model.load_state_dict(read_safetensors(weights))
+    except RuntimeError as err:
+        raise GroupccError(f"{str(weights)!r} does not fit the testbed CNN: {str(err).splitlines()[0]}") from None
     return model.eval().to(resolve_device(device)), config

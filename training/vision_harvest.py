@@ -22,7 +22,8 @@ from torch import nn
 
 from groupcc.errors import GroupccError
 
-from .harvest import iter_harvest
+from .activation_store import ActivationSource
+from .harvest import check_new_output, collect, iter_harvest
 from .image_actions import DihedralImageAction
 from .testbed import SHAPE_KINDS, generate_shapes
 
@@ -97,6 +98,32 @@ def iter_vision_harvest(
         if position == "all":  # [B, |G|, C·H·W] -> [B·H·W, |G|, C]
             acts = acts.unflatten(2, (reducer.channels, -1)).permute(0, 3, 1, 2).flatten(0, 1)
         yield acts
+
+
+def harvest_images(
+    model: nn.Module,
+    layer: str,
+    images_NCHW: torch.Tensor,
+    group: str = "D4",
+    *,
+    position: str = "centre",
+    exact: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    metadata: dict | None = None,
+    source: str | None = None,
+    progress: bool = True,
+) -> ActivationSource:
+    """A vision layer's activations on every rotation and reflection of ``images_NCHW`` under the dihedral ``group``
+    (``exact``: refuse angles that are not multiples of 90°), read at ``position``: ``[N, |G|, C]`` (``N·H·W`` rows
+    for ``all``). ``metadata`` (how the images were made, see :func:`vision_images`) and ``source`` (the model) are
+    recorded, with what the analysis needs to redraw the images. A store at ``out`` when given, else in memory."""
+    check_new_output(out, overwrite)
+    action = DihedralImageAction(group, exact=exact or None)
+    batches = iter_vision_harvest(model, layer, images_NCHW, action, position, progress=progress)
+    metadata = {**(metadata or {}), "position": position, "n_images": len(images_NCHW), "image_shape": list(images_NCHW.shape[1:])}
+    return collect(batches, out, action.order, overwrite=overwrite, group=action.group.name, action="dihedral-image",
+                   layer=layer, source=source, metadata=metadata)
 
 
 def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0, max_offset: float = 0.0) -> tuple[torch.Tensor, dict]:

@@ -5,7 +5,7 @@ import pytest
 
 from groupcc.eval.composer_metrics import activation_fve, composer_metrics, entry_basis, fraction_explained, logit_similarities
 from groupcc.groups import get_group
-from groupcc.training.composer_training import default_config, load_composer_run, train_composer
+from groupcc.training.composer_training import default_config, load_composer, fit_composer
 
 
 @pytest.mark.parametrize("name", ["S4", "D5", "C7"])
@@ -50,8 +50,8 @@ def test_activation_fve_recovers_planted_terms():
 
 def test_metrics_of_a_trained_tiny_composer(tmp_path):
     config = default_config("D5", "mlp", epochs=2000, train_frac=0.9, lr=1e-2, seed=1, d_embed=64, d_hidden=64)
-    train_composer(config, tmp_path / "run", progress=False)
-    metrics = composer_metrics(load_composer_run(tmp_path / "run"))
+    fit_composer(config, tmp_path / "run", progress=False)
+    metrics = composer_metrics(load_composer(tmp_path / "run"))
     assert metrics["test_accuracy"] == 1.0
     assert set(metrics["key_irreps"]) >= {"rot1", "rot2"}
     assert metrics["fve"]["W_a"] > 0.98 and metrics["fve"]["W_b"] > 0.98

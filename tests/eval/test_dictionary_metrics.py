@@ -14,9 +14,9 @@ def activations(n=500, n_blocks=3, d=5, seed=0):
     return (rng.standard_normal((n, n_blocks, d)) * rng.uniform(0.5, 3, (n_blocks, d)) + 4).astype(np.float32)
 
 
-def dictionary(sparsity="topk", n_blocks=3, d=5, n_features=12, seed=0, acts=None):
+def dictionary(sparsity="topk", n_blocks=3, d=5, n_features=12, seed=0, acts=None, **options):
     config = DictionaryConfig(kind="crosscoder" if n_blocks > 1 else "sae", d=d, n_features=n_features,
-                              n_blocks=n_blocks, sparsity=sparsity, k=2)
+                              n_blocks=n_blocks, sparsity=sparsity, k=2, **options)
     model = Dictionary(config, seed=seed)
     if acts is not None:
         model.initialise_from_data(torch.from_numpy(acts))
@@ -82,10 +82,14 @@ def test_topk_l0_is_k_and_max_rows_limits_the_data():
     assert metrics.n_inputs == 123 and metrics.l0 == pytest.approx(2.0)
 
 
-def test_an_sae_is_evaluated_on_every_block_of_multi_block_activations():
+def test_an_sae_is_evaluated_on_the_blocks_its_config_names():
     acts = activations(n=40)
-    metrics = evaluate_dictionary(dictionary("topk", n_blocks=1, acts=acts[:, :1]), InMemoryActivations(acts), progress=False)
-    assert metrics.n_inputs == 120 and len(metrics.fvu_per_block) == 1
+    identity = dictionary("topk", n_blocks=1, acts=acts[:, :1])
+    on_identity = evaluate_dictionary(identity, InMemoryActivations(acts), progress=False)
+    assert on_identity.n_inputs == 40 and len(on_identity.fvu_per_block) == 1
+    assert on_identity.fvu == evaluate_dictionary(identity, InMemoryActivations(acts[:, :1]), progress=False).fvu
+    every = evaluate_dictionary(dictionary("topk", n_blocks=1, acts=acts[:, :1], sae_input="all"), InMemoryActivations(acts), progress=False)
+    assert every.n_inputs == 120
 
 
 def test_density_histogram_is_written_as_png(tmp_path):

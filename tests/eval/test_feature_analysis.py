@@ -9,7 +9,7 @@ from groupcc.eval.comparisons import compare_labels, confusion, purity
 from groupcc.eval.families import cluster, signatures
 from groupcc.eval.irrep_matching import match_irreps
 from groupcc.eval.sae_families import equivariant_match, virtual_blocks
-from groupcc.eval.transform_blocks import autocorrelation, block_similarity, spectra, stabiliser, stabilisers, transformed_copy, translation_deviation
+from groupcc.eval.transform_blocks import autocorrelation, block_similarity, spectra, subgroup_within, stabilisers, transformed_copy, translation_deviation
 from groupcc.groups import GroupError, dihedral, get_group, symmetric
 
 
@@ -139,7 +139,7 @@ def test_stabiliser_greedy_growth_stays_inside_the_passing_set():
     deviation[transposition] = 0.01
     three_cycle = next(g for g in range(1, 6) if group.element_orders[g] == 3)
     deviation[three_cycle] = 0.02  # passes, but with the transposition it generates S3, where others fail
-    found = stabiliser(group, deviation, 0.05)
+    found = subgroup_within(group, deviation, 0.05)
     np.testing.assert_array_equal(found, np.sort([0, transposition]))
     with pytest.raises(GroupError, match="tolerance"):
         stabilisers(group, np.zeros((1, 6, 2)), tolerance=-1)

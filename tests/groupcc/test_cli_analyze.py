@@ -5,7 +5,7 @@ import json
 import pytest
 
 from groupcc.cli import main
-from groupcc.training.composer_training import default_config, train_composer
+from groupcc.training.composer_training import default_config, fit_composer
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_analyze_json_and_fixed_families(demo, tmp_path, capsys):
 
 
 def test_errors_are_one_line_and_leave_nothing(demo, tmp_path, capsys):
-    train_composer(default_config("C6", "mlp", epochs=5, d_embed=8, d_hidden=8), tmp_path / "c6", progress=False)
+    fit_composer(default_config("C6", "mlp", epochs=5, d_embed=8, d_hidden=8), tmp_path / "c6", progress=False)
     assert main(["harvest", "--run", str(tmp_path / "c6"), "--layer", "hidden", "--out", str(tmp_path / "c6acts"), "--quiet"]) == 0
     capsys.readouterr()
     cases = [

@@ -50,8 +50,12 @@ def test_a_model_that_did_not_generalise_gets_a_warning(tmp_path, capsys):
 def test_sigterm_during_training_exits_with_the_resume_command(tmp_path, monkeypatch):
     import groupcc.composer_cmd as composer_cmd
 
-    # What train_composer returns when SIGTERM stopped the loop after it saved the state.
-    monkeypatch.setattr(composer_cmd, "train_composer", lambda *args, **kwargs: {"epochs_done": 7, "interrupted": True})
+    from groupcc.training.runs import TrainingInterrupted
+
+    def stopped_by_sigterm(*args, **kwargs):  # what fit_composer raises once SIGTERM stopped the loop and it saved the state
+        raise TrainingInterrupted(7)
+
+    monkeypatch.setattr(composer_cmd, "fit_composer", stopped_by_sigterm)
     out = tmp_path / "stopped"
     with pytest.raises(SystemExit) as stopped:  # the interpreter prints it as one line and exits 1
         main(["composer", "train", "--group", "S3", "--out", str(out), "--quiet"])

@@ -5,13 +5,13 @@ import json
 import pytest
 
 from groupcc.cli import main
-from groupcc.training.composer_training import default_config, train_composer
+from groupcc.training.composer_training import default_config, fit_composer
 
 
 @pytest.fixture(scope="module")
 def acts(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    train_composer(default_config("D3", "mlp", epochs=200, d_embed=16, d_hidden=16), root / "run", progress=False)
+    fit_composer(default_config("D3", "mlp", epochs=200, d_embed=16, d_hidden=16), root / "run", progress=False)
     assert main(["harvest", "--run", str(root / "run"), "--layer", "hidden", "--out", str(root / "acts"), "--quiet"]) == 0
     return root
 
@@ -32,7 +32,7 @@ def test_dict_train_and_eval(acts, tmp_path, capsys, kind):
 
 
 def test_errors_are_one_line(acts, tmp_path, capsys):
-    train_composer(default_config("C6", "mlp", epochs=5, d_embed=8, d_hidden=8), tmp_path / "c6", progress=False)
+    fit_composer(default_config("C6", "mlp", epochs=5, d_embed=8, d_hidden=8), tmp_path / "c6", progress=False)
     assert main(["harvest", "--run", str(tmp_path / "c6"), "--layer", "hidden", "--out", str(tmp_path / "c6acts"), "--quiet"]) == 0
     main(["dict", "train", "--acts", str(acts / "acts"), "--kind", "crosscoder", "--features", "8", "--steps", "5",
           "--batch-size", "8", "--k", "2", "--out", str(tmp_path / "cc"), "--quiet"])

@@ -10,10 +10,11 @@ from groupcc.crosscoders import DictionaryConfig, DictionaryError
 from groupcc.training.activation_store import (
     ActivationStoreWriter,
     BlocksAsSamples,
+    SelectBlocks,
     InMemoryActivations,
     StoreError,
     open_store,
-    source_for_dictionary,
+    dictionary_input,
     write_store,
 )
 
@@ -96,14 +97,16 @@ def test_blocks_as_samples_views_every_block_as_its_own_input():
     assert np.array_equal(torch.cat(list(view.chunks(7))).numpy(), acts.reshape(30, 1, 2))
 
 
-def test_source_for_dictionary_pools_blocks_for_an_sae_and_rejects_other_shapes():
+def test_dictionary_input_reads_what_the_sae_config_says_and_rejects_other_shapes():
     source = InMemoryActivations(activations(n=10, n_blocks=3, d=2))
-    sae = DictionaryConfig(kind="sae", d=2, n_features=4, k=1)
-    assert isinstance(source_for_dictionary(source, sae), BlocksAsSamples)
+    identity = dictionary_input(source, DictionaryConfig(kind="sae", d=2, n_features=4, k=1))
+    assert isinstance(identity, SelectBlocks) and np.array_equal(identity.read_rows(np.arange(10)), source.acts[:, :1])
+    every = dictionary_input(source, DictionaryConfig(kind="sae", d=2, n_features=4, k=1, sae_input="all"))
+    assert isinstance(every, BlocksAsSamples) and every.shape == (30, 1, 2)
     crosscoder = DictionaryConfig(kind="crosscoder", d=2, n_features=4, n_blocks=3, k=1)
-    assert source_for_dictionary(source, crosscoder) is source
+    assert dictionary_input(source, crosscoder) is source
     with pytest.raises(DictionaryError, match=r"activations of shape \[10, 3, 2\] do not fit this crosscoder: expected \[N, 4, 2\]"):
-        source_for_dictionary(source, DictionaryConfig(kind="crosscoder", d=2, n_features=4, n_blocks=4, k=1))
+        dictionary_input(source, DictionaryConfig(kind="crosscoder", d=2, n_features=4, n_blocks=4, k=1))
 
 
 def test_batches_larger_than_the_data_are_an_error():

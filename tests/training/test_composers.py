@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from groupcc.groups import GroupError, get_group, parse_word
-from groupcc.training.composer_training import default_config, load_composer_run, split_pairs, train_composer
+from groupcc.training.composer_training import default_config, fit_composer, load_composer, split_pairs
 from groupcc.training.composers import ComposerArchitecture, build_composer
 
 TINY = dict(train_frac=0.9, lr=1e-2, seed=1)
@@ -81,21 +81,29 @@ def test_split_is_a_partition_and_reproducible():
 ])
 def test_tiny_group_reaches_full_test_accuracy(tmp_path, group, arch, extra):
     config = default_config(group, arch, epochs=2000 if arch == "mlp" else 600, **TINY, **extra)
-    metrics = train_composer(config, tmp_path / "run", progress=False)
+    metrics = fit_composer(config, tmp_path / "run", progress=False)
     assert metrics["test_accuracy"] == 1.0 and metrics["train_accuracy"] == 1.0
     for name in ["config.json", "metrics.json", "history.json", "model.safetensors", "split.safetensors"]:
         assert (tmp_path / "run" / name).exists()
     assert len(list((tmp_path / "run" / "checkpoints").glob("*.safetensors"))) >= 10
 
 
+def interrupt_at(epoch: int):
+    """An ``on_epoch`` callback that stops training like Ctrl-C after ``epoch`` epochs."""
+    def callback(done: int) -> None:
+        if done == epoch:
+            raise KeyboardInterrupt
+    return callback
+
+
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     config = default_config("C5", "mlp", epochs=300, d_embed=16, d_hidden=16, **TINY)
-    train_composer(config, tmp_path / "straight", progress=False)
-    partial = train_composer(config, tmp_path / "resumed", progress=False, stop_after_epochs=120)
-    assert partial == {"epochs_done": 120, "interrupted": True}
+    fit_composer(config, tmp_path / "straight", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        fit_composer(config, tmp_path / "resumed", progress=False, on_epoch=interrupt_at(120))
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
-    train_composer(config, tmp_path / "resumed", resume=True, progress=False)
-    straight, resumed = load_composer_run(tmp_path / "straight"), load_composer_run(tmp_path / "resumed")
+    fit_composer(config, tmp_path / "resumed", resume=True, progress=False)
+    straight, resumed = load_composer(tmp_path / "straight"), load_composer(tmp_path / "resumed")
     for (name, p), (_, q) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
         assert torch.equal(p, q), name
     assert (tmp_path / "straight" / "history.json").read_text() == (tmp_path / "resumed" / "history.json").read_text()
@@ -114,23 +122,24 @@ def test_paper_defaults_and_errors(tmp_path):
     with pytest.raises(ValueError, match="bad word"):
         default_config("S3", task="a*c")
     config = default_config("C3", "mlp", epochs=5, d_embed=4, d_hidden=4)
-    train_composer(config, tmp_path / "run", progress=False)
-    with pytest.raises(ValueError, match="already exists: pass --resume"):
-        train_composer(config, tmp_path / "run", progress=False)
-    train_composer(config, tmp_path / "run", progress=False, overwrite=True)
+    fit_composer(config, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="already exists: resume it, overwrite it"):
+        fit_composer(config, tmp_path / "run", progress=False)
+    fit_composer(config, tmp_path / "run", progress=False, overwrite=True)
 
 
 def test_loading_bad_run_directories(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        load_composer_run(tmp_path / "missing")
+        load_composer(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no config.json"):
-        load_composer_run(tmp_path / "empty")
+        load_composer(tmp_path / "empty")
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):
-        load_composer_run(tmp_path / "corrupt")
+        load_composer(tmp_path / "corrupt")
     config = default_config("C3", "mlp", epochs=50, d_embed=4, d_hidden=4)
-    train_composer(config, tmp_path / "unfinished", progress=False, stop_after_epochs=10)
+    with pytest.raises(KeyboardInterrupt):
+        fit_composer(config, tmp_path / "unfinished", progress=False, on_epoch=interrupt_at(10))
     with pytest.raises(ValueError, match="did not finish"):
-        load_composer_run(tmp_path / "unfinished")
+        load_composer(tmp_path / "unfinished")

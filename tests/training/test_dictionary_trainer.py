@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from groupcc.crosscoders import DictionaryConfig, DictionaryError, load_dictionary, plant_group_features, recovered_fraction
+from groupcc.crosscoders import DictionaryConfig, DictionaryError, plant_group_features, recovered_fraction
 from groupcc.errors import GroupccError
 from groupcc.groups import get_group
 from groupcc.training.activation_store import InMemoryActivations, write_store
-from groupcc.training.dictionary_trainer import TrainerConfig, TrainingError, l1_coefficient, learning_rate, train_dictionary
+from groupcc.training.dictionary_files import load_dictionary
+from groupcc.training.runs import STATE, load_state
+from groupcc.training.dictionary_trainer import TrainerConfig, TrainingError, fit_dictionary, l1_coefficient, learning_rate
 
 D, N_PLANTED, N_FEATURES = 24, 32, 64  # 32 planted features in 24 dimensions: in superposition
 
@@ -22,6 +24,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def blank_model_and_optimizer(run_dir):
+    """A dictionary and an Adam of the run's config, to load a saved state into."""
+    from groupcc.crosscoders import Dictionary
+    from groupcc.training.dictionary_files import dictionary_values, read_dictionary_record
+
+    model = Dictionary(DictionaryConfig.from_dict(dictionary_values(read_dictionary_record(run_dir))))
+    return model, torch.optim.Adam(model.parameters())
 
 
 def planted_data(group_name: str, n: int = 4096):
@@ -53,7 +64,7 @@ def test_crosscoder_recovers_planted_group_structured_features(tmp_path, sparsit
     torch.manual_seed(0)
     planted, acts = planted_data(group_name)
     config = dictionary_config("crosscoder", 8, sparsity, encoder_reads=encoder_reads, group=group_name)
-    result = train_dictionary(InMemoryActivations(acts), config, quick_trainer(), tmp_path / "run", progress=False)
+    result = fit_dictionary(InMemoryActivations(acts), config, quick_trainer(), tmp_path / "run", progress=False)
     assert recovered_fraction(result.dictionary.W_dec, planted.features_KBD, min_cosine=0.95) >= 0.9
     assert result.history[-1]["fvu"] < 0.3
 
@@ -63,7 +74,7 @@ def test_sae_recovers_planted_features_of_single_block_data(tmp_path, sparsity):
     torch.manual_seed(0)
     planted, acts = planted_data("C1")
     store = write_store(tmp_path / "store", acts, shard_rows=1000)
-    result = train_dictionary(store, dictionary_config("sae", 1, sparsity), quick_trainer(), tmp_path / "run", progress=False)
+    result = fit_dictionary(store, dictionary_config("sae", 1, sparsity), quick_trainer(), tmp_path / "run", progress=False)
     assert recovered_fraction(result.dictionary.W_dec, planted.features_KBD, min_cosine=0.95) >= 0.9
 
 
@@ -72,19 +83,21 @@ def small_run(tmp_path, name="run", steps=30, sparsity="batchtopk", **options):
     _, acts = planted_data("C4", n=600)
     config = dictionary_config("crosscoder", 4, sparsity, n_features=32, dead_after_steps=5)
     trainer = quick_trainer(steps=steps, batch_size=64, log_every=10, checkpoint_every=10, seed=3)
-    return train_dictionary(InMemoryActivations(acts), config, trainer, tmp_path / name, progress=False, **options), acts
+    return fit_dictionary(InMemoryActivations(acts), config, trainer, tmp_path / name, progress=False, **options), acts
 
 
 def test_run_directory_holds_config_metrics_and_a_dictionary_that_works_on_raw_activations(tmp_path):
     result, acts = small_run(tmp_path, record={"command": "groupcc dict train"})
     run = tmp_path / "run"
-    assert {"config.json", "metrics.json", "dictionary.safetensors", "checkpoints"} <= {p.name for p in run.iterdir()}
+    assert {"config.json", "metrics.json", "history.json", "dictionary.safetensors", STATE} <= {p.name for p in run.iterdir()}
     config = json.loads((run / "config.json").read_text())
     assert config["trainer"]["steps"] == 30 and config["dictionary"]["sparsity"] == "batchtopk"
     assert config["command"] == "groupcc dict train" and config["folded_input_scale"] > 0
+    history = json.loads((run / "history.json").read_text())
+    assert [entry["step"] for entry in history] == [10, 20, 30] and history == result.history
+    assert {"loss", "mse", "aux", "fvu", "l0", "dead_fraction", "lr", "grad_norm", "threshold"} <= set(history[0])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert [entry["step"] for entry in metrics] == [10, 20, 30] and metrics == result.history
-    assert {"loss", "mse", "aux", "fvu", "l0", "dead_fraction", "lr", "grad_norm", "threshold"} <= set(metrics[0])
+    assert metrics["kind"] == "dictionary" and metrics["training"]["step"] == 30 and metrics["training"]["wall_time_s"] > 0
     loaded = load_dictionary(run)
     assert loaded.input_scale.item() == 1.0
     x = torch.from_numpy(acts[:100])
@@ -109,7 +122,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, s
 
     with pytest.raises(KeyboardInterrupt):
         small_run(tmp_path, "resumed", sparsity=sparsity, on_step=crash_at_step_25)
-    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["step_00000020"]
+    assert load_state(tmp_path / "resumed" / STATE, *blank_model_and_optimizer(tmp_path / "resumed"))["step"] == 20
     resumed, _ = small_run(tmp_path, "resumed", sparsity=sparsity, resume=True)
     for name, tensor in uninterrupted.dictionary.state_dict().items():
         assert torch.equal(resumed.dictionary.state_dict()[name], tensor), name
@@ -122,7 +135,7 @@ def test_resuming_with_other_settings_is_an_error(tmp_path):
     config = dictionary_config("crosscoder", 4, "batchtopk", n_features=32, dead_after_steps=5)
     other = quick_trainer(steps=30, batch_size=64, log_every=10, checkpoint_every=10, seed=3, lr=1e-3)
     with pytest.raises(TrainingError, match=r"cannot resume '.*run': trainer.lr was 0.003, now 0.001"):
-        train_dictionary(InMemoryActivations(acts), config, other, tmp_path / "run", resume=True, progress=False)
+        fit_dictionary(InMemoryActivations(acts), config, other, tmp_path / "run", resume=True, progress=False)
 
 
 def test_an_existing_run_directory_is_not_overwritten_by_default(tmp_path):
@@ -139,7 +152,7 @@ def test_nan_activations_are_a_clear_error(tmp_path):
     config = dictionary_config("crosscoder", 4, "topk", n_features=32)
     trainer = quick_trainer(steps=20, batch_size=64, init_sample_rows=100)
     with pytest.raises(GroupccError, match=r"contain NaN or inf.*expected finite values") as err:
-        train_dictionary(InMemoryActivations(acts), config, trainer, tmp_path / "run", progress=False)
+        fit_dictionary(InMemoryActivations(acts), config, trainer, tmp_path / "run", progress=False)
     assert "\n" not in str(err.value)
 
 
@@ -147,13 +160,13 @@ def test_activations_of_another_width_are_a_clear_error(tmp_path):
     _, acts = planted_data("C4", n=600)
     config = dictionary_config("crosscoder", 4, "topk", d=16)
     with pytest.raises(DictionaryError, match=r"activations of shape \[600, 4, 24\] do not fit this crosscoder: expected \[N, 4, 16\]"):
-        train_dictionary(InMemoryActivations(acts), config, quick_trainer(), tmp_path / "run", progress=False)
+        fit_dictionary(InMemoryActivations(acts), config, quick_trainer(), tmp_path / "run", progress=False)
 
 
 def test_an_sae_trains_on_every_block_of_multi_block_activations(tmp_path):
     _, acts = planted_data("C4", n=200)
-    config = dictionary_config("sae", 1, "topk", n_features=16)
-    result = train_dictionary(InMemoryActivations(acts), config, quick_trainer(steps=5, batch_size=64), tmp_path / "run", progress=False)
+    config = dictionary_config("sae", 1, "topk", n_features=16, sae_input="all")
+    result = fit_dictionary(InMemoryActivations(acts), config, quick_trainer(steps=5, batch_size=64), tmp_path / "run", progress=False)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["shape"] == [200, 4, 24]
     assert result.dictionary.W_dec.shape == (16, 1, 24)
 

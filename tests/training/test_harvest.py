@@ -7,7 +7,7 @@ from torch import nn
 
 from groupcc.groups import GroupError, get_group, pair_action
 from groupcc.training.activation_store import open_store
-from groupcc.training.composer_training import default_config, load_composer_run, train_composer
+from groupcc.training.composer_training import default_config, load_composer, fit_composer
 from groupcc.training.harvest import composer_harvest_batches, harvest_to_store, iter_harvest, resolve_layer
 
 
@@ -39,8 +39,8 @@ def runs(tmp_path_factory):
     out = {}
     for arch, sizes in [("mlp", dict(d_embed=8, d_hidden=12)), ("transformer", dict(d_model=16, n_heads=2, d_head=8, d_mlp=12))]:
         path = tmp_path_factory.mktemp(arch)
-        train_composer(default_config("D3", arch, epochs=3, **sizes), path / "run", progress=False)
-        out[arch] = load_composer_run(path / "run")
+        fit_composer(default_config("D3", arch, epochs=3, **sizes), path / "run", progress=False)
+        out[arch] = load_composer(path / "run")
     return out
 
 

@@ -131,7 +131,7 @@ def test_training_writes_a_reloadable_run_that_beats_chance(tiny_run):
 
 def test_existing_output_and_missing_or_corrupt_runs_are_errors(tiny_run, tmp_path):
     config, out = tiny_run
-    with pytest.raises(GroupccError, match="already exists: pass --overwrite"):
+    with pytest.raises(GroupccError, match="already exists: overwrite it"):
         train_testbed(config, out, progress=False)
     with pytest.raises(GroupccError, match="does not exist"):
         load_testbed(tmp_path / "nowhere")
@@ -143,5 +143,5 @@ def test_existing_output_and_missing_or_corrupt_runs_are_errors(tiny_run, tmp_pa
     with pytest.raises(GroupccError, match="no model.safetensors"):
         load_testbed(broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(GroupccError, match="model.safetensors' is corrupt"):
+    with pytest.raises(GroupccError, match="model.safetensors' is missing or corrupt"):
         load_testbed(broken)

@@ -1,31 +1,35 @@
 """The analysis pipeline behind ``groupcc analyze``: load a dictionary (and optionally a second one of the other
 kind), its activations and, for composer activations, the composer run; analyse, compare, plot, and write
-``analysis.json`` with the plots into an analysis directory (atomically: a failed run leaves nothing)."""
+``analysis.json`` with the plots into an analysis directory (atomically: a failed run leaves nothing).
+
+The analysis directory is self-contained: plots made earlier by other commands (the composer's training curves,
+a dictionary's feature density) are copied into its ``plots/``, so the report only ever reads files inside it.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from groupcc.crosscoders import AtomicDirectory, load_dictionary, read_dictionary_record
-from groupcc.crosscoders.io import load_json
-from groupcc.eval.analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_dictionary, compare_dictionaries
-from groupcc.eval.analysis_plots import plot_dictionary_history, plot_feature_images, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
-from groupcc.eval.composer_metrics import composer_metrics
-from groupcc.eval.dictionary_metrics import evaluate_dictionary
-from groupcc.eval.report import FORMAT
 from groupcc.errors import GroupccError
 from groupcc.groups import PAIR_ACTIONS, Group, get_group
-from groupcc.training.activation_store import ActivationStore, open_store
-from groupcc.training.composer_training import load_composer_run
+from groupcc.crosscoders import Dictionary
+from groupcc.training.activation_store import ActivationSource, ActivationStore, as_activation_source, dictionary_input, open_store
+from groupcc.training.composer_training import load_composer
+from groupcc.training.dictionary_files import check_same_group, load_dictionary, read_dictionary_record
 from groupcc.training.image_actions import DihedralImageAction
-from groupcc.training.run_files import atomic_write_json, read_json
+from groupcc.training.runs import HISTORY, METRICS, PLOTS, StagedDirectory, make_directory, read_json, write_json
 from groupcc.training.vision_harvest import stored_images
 
-from .dict_cmd import check_same_group, dictionary_input
+from .analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_features, compare_dictionaries
+from .analysis_plots import plot_dictionary_history, plot_feature_images, plot_family_blocks, plot_family_labels, plot_family_sizes, plot_family_spectra
+from .composer_metrics import composer_metrics
+from .dictionary_metrics import evaluate_dictionary
+from .report import FORMAT
 
 VERSION = 1
 COMPOSER_PLOTS = {
@@ -51,18 +55,18 @@ def check_group(dictionary_dir: Path, record: dict, store: ActivationStore) -> G
     return get_group(name)
 
 
-def composer_context(store: ActivationStore, group: Group) -> tuple[dict | None, object]:
+def composer_context(store: ActivationSource, group: Group) -> tuple[dict | None, object]:
     """For activations of a composer run on all pairs: the run's summary (key irreps, metrics) and its answers."""
     source = store.manifest.get("source")
     if store.manifest.get("action") not in PAIR_ACTIONS or store.n_rows != group.order**2:
         return None, None  # not composer activations on all pairs
     if not source or not (Path(source) / "config.json").is_file():
-        raise GroupccError(f"the composer run {source!r} that {str(store.path)!r} was harvested from is missing: "
+        raise GroupccError(f"the composer run {source!r} that {store.label} was harvested from is missing: "
                            "expected its directory (needed for the irreps of the features)")
-    run = load_composer_run(source)
+    run = load_composer(source)
     if run.config.group != store.manifest.get("group"):
         raise GroupccError(f"composer run {source!r} is on {run.config.group} but the store says {store.manifest.get('group')}")
-    saved = read_json(run.path / "metrics.json").get("interpretability") if (run.path / "metrics.json").exists() else None
+    saved = read_json(run.path / METRICS).get("interpretability") if (run.path / METRICS).exists() else None
     metrics = saved or composer_metrics(run)
     summary = {
         "run": str(run.path.resolve()), "arch": run.config.architecture.arch, "task": run.config.task,
@@ -72,7 +76,7 @@ def composer_context(store: ActivationStore, group: Group) -> tuple[dict | None,
     return summary, run.data.answer.cpu().numpy()
 
 
-def input_label_context(store: ActivationStore) -> tuple[np.ndarray, list[str]] | None:
+def input_label_context(store: ActivationSource) -> tuple[np.ndarray, list[str]] | None:
     """Per-row input classes recorded by the harvester (the shape generator's kinds), if any. With all positions
     harvested, every row of an image carries the image's class."""
     metadata = store.manifest.get("metadata") or {}
@@ -81,8 +85,37 @@ def input_label_context(store: ActivationStore) -> tuple[np.ndarray, list[str]] 
         return None
     labels = np.asarray(labels)
     if store.n_rows % len(labels):
-        raise GroupccError(f"activation store {str(store.path)!r} has {store.n_rows} rows but {len(labels)} input labels: expected a multiple")
+        raise GroupccError(f"{store.label} has {store.n_rows} rows but {len(labels)} input labels: expected a multiple")
     return np.repeat(labels, store.n_rows // len(labels)), list(names)
+
+
+def analyze_dictionary(
+    dictionary: Dictionary | str | Path,
+    acts,
+    group: str | Group | None = None,
+    *,
+    progress: bool = True,
+    **settings,
+) -> DictionaryAnalysis:
+    """Analyse the features of ``dictionary`` (a trained one, or its run directory) on ``acts`` (an array or tensor
+    ``[N, |G|, d]``, an activation store or its path): stabilisers, irrep spectra, families, and for an SAE its
+    equivariant matching. ``group`` (a name or a :class:`Group`) defaults to the one the activations or the
+    dictionary record. When the activations are a composer's on all pairs (harvested by
+    :func:`groupcc.training.harvest.harvest`), every feature also gets the irrep that explains its activation;
+    for generated shapes, the shape it responds to. ``settings``: fields of :class:`AnalysisSettings`."""
+    if not isinstance(dictionary, Dictionary):
+        dictionary = load_dictionary(dictionary)
+    source = as_activation_source(acts)
+    group = group or source.manifest.get("group") or dictionary.config.group
+    if group is None:
+        raise GroupccError("no group given, and neither the activations nor the dictionary record one: pass the group")
+    group = get_group(group) if isinstance(group, str) else group
+    if source.manifest.get("group") not in (None, group.name):
+        raise GroupccError(f"group {group.name} given, but the activations were harvested under {source.manifest['group']}")
+    composer, answers = composer_context(source, group)
+    input_labels = None if composer else input_label_context(source)
+    return analyze_features(dictionary, source, group, answers=answers, input_labels=input_labels,
+                            settings=AnalysisSettings(**settings), progress=progress)
 
 
 def analyze_runs(
@@ -112,7 +145,7 @@ def analyze_runs(
     entries: dict[str, dict] = {}
     for directory, record in zip(dirs, records):
         dictionary = load_dictionary(directory)
-        analysis = analyze_dictionary(dictionary, store, group, answers=answers, input_labels=input_labels,
+        analysis = analyze_features(dictionary, store, group, answers=answers, input_labels=input_labels,
                                       settings=settings, progress=progress)
         analyses[analysis.kind] = analysis
         entries[analysis.kind] = {
@@ -120,22 +153,22 @@ def analyze_runs(
             "evaluation": _evaluation(directory, dictionary, store, record, progress), **analysis_summary(analysis),
         }
     comparison = compare_dictionaries(analyses.get("crosscoder"), analyses.get("sae"))
-    with AtomicDirectory(out, overwrite=overwrite) as staging:
+    with StagedDirectory(out, overwrite=overwrite, what="analysis directory") as staging:
         for kind, analysis in analyses.items():
             save_file(feature_arrays(analysis), str(staging / f"{kind}_features.safetensors"))
         plots = _plots(staging, analyses, dirs, composer, *_vision_images(store, group))
         title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
         # config.json and metrics.json, as in every run directory: what was analysed and the headline numbers
-        atomic_write_json(staging / "config.json", {
+        write_json(staging / "config.json", {
             "kind": "analysis", "dictionaries": {kind: entry["path"] for kind, entry in entries.items()},
             "acts": str(Path(store.path).resolve()), "settings": settings.__dict__,
         })
-        atomic_write_json(staging / "metrics.json", {
-            "comparison": comparison,
+        write_json(staging / METRICS, {
+            "kind": "analysis", "comparison": comparison,
             "families": {kind: entry["families"]["n_families"] for kind, entry in entries.items()},
             "firing_features": {kind: entry["n_firing"] for kind, entry in entries.items()},
         })
-        atomic_write_json(staging / "analysis.json", {
+        write_json(staging / "analysis.json", {
             "format": FORMAT, "version": VERSION, "title": title,
             "group": group.name, "group_order": group.order, "action": store.manifest.get("action"), "layer": store.manifest.get("layer"),
             "acts": str(Path(store.path).resolve()),
@@ -186,10 +219,10 @@ def _evaluation(directory: Path, dictionary, store: ActivationStore, record: dic
     """The dictionary's ``evaluation.json`` when ``dict eval`` wrote one for these activations, else computed now."""
     saved = directory / "evaluation.json"
     if saved.is_file():
-        evaluation = load_json(saved, GroupccError)
+        evaluation = read_json(saved, what="dictionary run")
         if evaluation.get("acts") == str(Path(store.path).resolve()):
             return evaluation
-    data = dictionary_input(store, dictionary.config.kind, record.get("sae_input"))
+    data = dictionary_input(store, dictionary.config)
     return evaluate_dictionary(dictionary, data, progress=progress).summary()
 
 
@@ -198,12 +231,18 @@ def _plots(staging: Path, analyses: dict[str, DictionaryAnalysis], dirs: list[Pa
     plots: list[dict] = []
 
     def add(file: Path, title: str, caption: str) -> None:
-        plots.append({"file": str(file.relative_to(staging)) if file.is_relative_to(staging) else str(file), "title": title, "caption": caption})
+        plots.append({"file": str(file.relative_to(staging)), "title": title, "caption": caption})
+
+    def add_copy(file: Path, name: str, title: str, caption: str) -> None:
+        """A plot made by another command, copied in so that the analysis directory is self-contained."""
+        if file.is_file():
+            copy = make_directory(staging / PLOTS) / name
+            shutil.copyfile(file, copy)
+            add(copy, title, caption)
 
     if composer:
         for name, (title, caption) in COMPOSER_PLOTS.items():
-            if (Path(composer["run"]) / "plots" / name).is_file():
-                add(Path(composer["run"]) / "plots" / name, title, caption)
+            add_copy(Path(composer["run"]) / PLOTS / name, f"composer_{name}", title, caption)
     for (kind, analysis), directory in zip(analyses.items(), dirs):
         label = "crosscoder" if kind == "crosscoder" else "SAE (equivariant matching)"
         add(plot_family_blocks(analysis, staging / "plots" / f"{kind}_family_blocks.png", f"{label}: one feature per family"),
@@ -217,13 +256,12 @@ def _plots(staging: Path, analyses: dict[str, DictionaryAnalysis], dirs: list[Pa
                 f"{label}: families against the {name}s of the features",
                 "Counts of firing features. " + ("The irrep explaining most of the feature's activation over all pairs." if name == "irrep"
                                                  else f"The {name} of the inputs on which the feature is most active."))
-        history_file = directory / "metrics.json"
+        history_file = directory / HISTORY
         if history_file.is_file() and isinstance(history := read_json(history_file), list) and history:
-            add(plot_dictionary_history(history, staging / "plots" / f"{kind}_training.png", kind),
+            add(plot_dictionary_history(history, staging / PLOTS / f"{kind}_training.png", kind),
                 f"{kind} training", "FVU and L0 on the training batches.")
-        density = directory / "plots" / "feature_density.png"
-        if density.is_file():
-            add(density, f"{kind} feature density", "How often each feature fires (from groupcc dict eval).")
+        add_copy(directory / PLOTS / "feature_density.png", f"{kind}_feature_density.png", f"{kind} feature density",
+                 "How often each feature fires (from groupcc dict eval).")
     if images is not None:
         for kind, analysis in analyses.items():
             add(plot_feature_images(analysis, images.numpy(), lambda image, g: action.apply(torch.as_tensor(image), g).numpy(),

@@ -5,17 +5,10 @@ import json
 import pytest
 import torch
 
-import groupcc.crosscoders.io
-from groupcc.crosscoders import (
-    AtomicDirectory,
-    Dictionary,
-    DictionaryConfig,
-    DictionaryError,
-    dictionary_loss,
-    load_dictionary,
-    read_dictionary_record,
-    save_dictionary,
-)
+import groupcc.training.runs
+from groupcc.errors import GroupccError
+from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryError, dictionary_loss
+from groupcc.training.dictionary_files import load_dictionary, read_dictionary_record, save_dictionary
 
 
 def trained(sparsity: str, steps: int = 5) -> tuple[Dictionary, torch.Tensor]:
@@ -72,26 +65,14 @@ def test_saving_over_an_existing_directory_needs_overwrite(tmp_path):
 def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
     model, _ = trained("l1")
 
-    def broken_save_file(tensors, path):
+    def broken_save_file(tensors, path, metadata=None):
         open(path, "wb").write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(groupcc.crosscoders.io, "save_file", broken_save_file)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(groupcc.training.runs, "save_file", broken_save_file)
+    with pytest.raises(GroupccError, match="cannot write .*disk full"):
         save_dictionary(model, tmp_path / "dict")
     assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_directory_commits_on_success_and_aborts_on_error(tmp_path):
-    with AtomicDirectory(tmp_path / "out") as tmp:
-        (tmp / "a.txt").write_text("a")
-    assert (tmp_path / "out" / "a.txt").read_text() == "a"
-    with pytest.raises(RuntimeError):
-        with AtomicDirectory(tmp_path / "out", overwrite=True) as tmp:
-            (tmp / "b.txt").write_text("b")
-            raise RuntimeError("interrupted")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.txt"]
 
 
 def corrupt_config(path):
@@ -118,7 +99,7 @@ def not_a_dictionary_config(path):
 
 @pytest.mark.parametrize("damage, match", [
     (corrupt_config, r"config.json' is corrupt: Expecting property name"),
-    (corrupt_weights, r"dictionary.safetensors' is corrupt"),
+    (corrupt_weights, r"dictionary.safetensors' is missing or corrupt"),
     (remove_weights, r"has no dictionary.safetensors: expected the dictionary weights there"),
     (other_width_config, r"W_dec is torch.float32 \[16, 3, 5\], expected torch.float32 \[17, 3, 5\] from config.json"),
     (not_a_dictionary_config, r"is not a groupcc dictionary config"),

@@ -1,0 +1,144 @@
+"""Run directories: permissions from the umask, atomic and strict writes, locks, overwrite that keeps the old run
+until the new one is complete, stale temporaries cleaned, one bit-exact checkpoint format."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from groupcc.training.runs import (
+    RunError,
+    StagedDirectory,
+    load_state,
+    lock,
+    open_run,
+    save_state,
+    write_json,
+    write_safetensors,
+)
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def modes(root):
+    return {path.relative_to(root).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in [root, *root.rglob("*")]}
+
+
+def test_files_and_directories_get_the_permissions_of_the_umask(tmp_path, umask_022):
+    with open_run(tmp_path / "run") as run:
+        write_json(run / "config.json", {"a": 1})
+        write_safetensors(run / "sub" / "w.safetensors", {"w": torch.ones(2)})
+    found = modes(tmp_path / "run")
+    assert found == {".": 0o755, "config.json": 0o644, "sub": 0o755, "sub/w.safetensors": 0o644}
+    with StagedDirectory(tmp_path / "staged") as staging:
+        write_json(staging / "x.json", [1])
+    assert modes(tmp_path / "staged") == {".": 0o755, "x.json": 0o644}
+
+
+def test_json_is_strict():
+    with pytest.raises(RunError, match="non-finite"):
+        write_json("/nonexistent/never-written.json", {"fvu": float("nan")})
+
+
+def test_a_second_writer_is_refused_with_one_line(tmp_path):
+    with lock(tmp_path / "run"):
+        with pytest.raises(RunError, match=r"'.*run' is being written by process \d+") as err:
+            with open_run(tmp_path / "run"):
+                pass
+        assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # the lock is gone, nothing was created
+
+
+def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / ".run.lock").write_text(f"{dead} {os.uname().nodename}\n")
+    with open_run(tmp_path / "run") as run:
+        write_json(run / "config.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(tmp_path):
+    with open_run(tmp_path / "run") as run:
+        write_json(run / "config.json", {"version": "old"})
+    with pytest.raises(RuntimeError):
+        with open_run(tmp_path / "run", overwrite=True) as staging:
+            assert staging != tmp_path / "run"
+            write_json(staging / "config.json", {"version": "new"})
+            raise RuntimeError("a typo in --layer")
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"version": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    with open_run(tmp_path / "run", overwrite=True) as staging:
+        write_json(staging / "config.json", {"version": "new"})
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"version": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_existing_run_needs_resume_or_overwrite_and_a_failed_new_run_leaves_nothing(tmp_path):
+    with open_run(tmp_path / "run") as run:
+        write_json(run / "config.json", {})
+    with pytest.raises(RunError, match="already exists: resume it, overwrite it, or choose another path"):
+        with open_run(tmp_path / "run"):
+            pass
+    with pytest.raises(ValueError):
+        with open_run(tmp_path / "new") as run:
+            write_json(run / "config.json", {})
+            raise ValueError("bad data")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(KeyboardInterrupt):  # an interrupted new run is kept, to be resumed
+        with open_run(tmp_path / "interrupted") as run:
+            write_json(run / "config.json", {})
+            raise KeyboardInterrupt
+    assert (tmp_path / "interrupted" / "config.json").is_file()
+
+
+def test_an_output_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="a file is in the way"):
+        write_json(tmp_path / "file" / "run" / "config.json", {})
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_one(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".store.{dead}.abcd1234.tmp"
+    stale.mkdir()
+    (stale / "shard_00000.npy").write_bytes(b"x" * 100)
+    mine = tmp_path / f".store.{os.getpid()}.abcd1234.tmp"  # a live writer's: kept
+    mine.mkdir()
+    with StagedDirectory(tmp_path / "store") as staging:
+        write_json(staging / "manifest.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["store", mine.name])
+
+
+def test_a_saved_state_restores_model_and_optimiser_bit_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.98))
+    x = torch.randn(8, 3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(x).pow(2).sum().backward()
+        optimizer.step()
+    save_state(tmp_path / "state.safetensors", model, optimizer, {"step": 3, "history": [{"loss": 1.5}]})
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    twin_optimizer = torch.optim.AdamW(twin.parameters(), lr=1e-2, betas=(0.9, 0.98))
+    assert load_state(tmp_path / "state.safetensors", twin, twin_optimizer) == {"step": 3, "history": [{"loss": 1.5}]}
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
+        assert torch.equal(a, b)
+    for net, opt in ((model, optimizer), (twin, twin_optimizer)):
+        opt.zero_grad()
+        net(x).pow(2).sum().backward()
+        opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a state")
+    with pytest.raises(RunError, match="cannot resume from .*bad.safetensors"):
+        load_state(tmp_path / "bad.safetensors", twin, twin_optimizer)

@@ -1,0 +1,61 @@
+"""Loading the vision model to harvest: a testbed run, InceptionV1 from a local weights file, or any module by its
+import path (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from groupcc.errors import GroupccError
+
+from .inception import load_inception_v1
+from .testbed import load_testbed
+
+MODEL_HELP = ("a testbed run directory (from 'groupcc vision train-testbed'), 'inception' (with weights), or a Python "
+              "import path 'package.module:name' of an nn.Module class or factory (called with no arguments; weights "
+              "loads a state dict into it)")
+
+
+def load_vision_model(spec: str, weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """The model named by ``spec`` (see :data:`MODEL_HELP`), in eval mode on ``device``."""
+    if Path(spec).is_dir():
+        if weights:
+            raise GroupccError(f"weights {weights!r} given with the testbed run {spec!r}: a testbed run holds its own weights")
+        model, _ = load_testbed(spec)
+    elif spec == "inception":
+        if not weights:
+            raise GroupccError("model 'inception' needs a weights file (InceptionV1 in torch-lucent's layout; nothing is downloaded)")
+        model = load_inception_v1(weights)
+    elif ":" in spec:
+        model = _import_model(spec, weights)
+    else:
+        raise GroupccError(f"model {spec!r} is neither a testbed run directory, 'inception', nor an import path 'package.module:name'")
+    return model.to(device).eval()
+
+
+def model_source(spec: str) -> str:
+    """How a store records the model it was harvested from: a run directory as an absolute path, else as given."""
+    return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
+
+
+def _import_model(spec: str, weights: str | None) -> nn.Module:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as err:
+        raise GroupccError(f"cannot import {spec!r}: {err}") from None
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise GroupccError(f"{spec!r} gave a {type(model).__name__}: expected a torch.nn.Module (or a class/factory returning one)")
+    if weights:
+        if not Path(weights).is_file():
+            raise GroupccError(f"weights file {weights!r} does not exist")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except (RuntimeError, OSError, ValueError, AttributeError) as err:
+            raise GroupccError(f"cannot load {weights!r} into {spec}: {str(err).splitlines()[0]}") from None
+    return model
