@@ -41,10 +41,15 @@ API = {
     "stabiliser": "groupcc.eval.transform_blocks", "write_report": "groupcc.eval.report",
 }
 
+#: The layers, reachable as attributes too (``groupcc.eval.analysis`` after ``import groupcc``).
+LAYERS = ("groups", "crosscoders", "training", "eval")
+
 __all__ = sorted(API)
 
 
 def __getattr__(name: str):
+    if name in LAYERS:
+        return importlib.import_module(f"groupcc.{name}")
     if name not in API:
         raise AttributeError(f"module 'groupcc' has no attribute {name!r}")
     value = getattr(importlib.import_module(API[name]), name)
@@ -53,4 +58,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(API))
+    return sorted(set(globals()) | set(API) | set(LAYERS))

@@ -49,3 +49,29 @@ def test_errors_are_one_line(acts, tmp_path, capsys):
         out, err = capsys.readouterr()
         assert err.count("\n") == 1 and err.startswith("groupcc: error: "), (argv, err)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_batch_size_adapts_to_a_small_store_and_an_sae_records_what_it_reads(acts, tmp_path, capsys):
+    """D3 has 36 pairs: without --batch-size a step reads all 36 (the old default 1024 failed here)."""
+    out = tmp_path / "sae"
+    argv = ["dict", "train", "--acts", str(acts / "acts"), "--kind", "sae", "--features", "8", "--k", "2", "--steps", "5",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert "(last training batch)" in capsys.readouterr().out
+    record = json.loads((out / "config.json").read_text())
+    assert record["dictionary"]["sae_input"] == "identity" and record["data"]["blocks"] == [0]
+    assert json.loads((out / "metrics.json").read_text())["training"]["batch_size"] == 36
+    assert main([*argv[:-1], "--batch-size", "37", "--overwrite"]) == 1
+    assert "batch_size = 37 exceeds the 36 inputs" in capsys.readouterr().err
+
+
+def test_harvest_overwrite_with_a_bad_layer_leaves_the_old_store_untouched(acts, tmp_path, capsys):
+    store = tmp_path / "acts"
+    assert main(["harvest", "--run", str(acts / "run"), "--layer", "hidden", "--out", str(store), "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    capsys.readouterr()
+    assert main(["harvest", "--run", str(acts / "run"), "--layer", "hiden", "--out", str(store), "--overwrite", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layer 'hiden' not found" in err
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts"]  # no temporary left beside it
