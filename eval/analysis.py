@@ -5,7 +5,7 @@
 - its activations on the identity block of every row (features that never fire are *dead* and left out of the
   families);
 - its transform blocks: the decoder blocks for a crosscoder, the virtual blocks of equivariant matching for an
-  SAE (:mod:`groupcc.eval.sae_families`);
+  SAE (:mod:`groupcc.eval.equivariant_matching`);
 - from the blocks, its stabiliser, irrep spectrum and family (:mod:`groupcc.eval.transform_blocks`, :mod:`groupcc.eval.families`);
 - for an SAE also its decoder-similarity family;
 - for composer activations (all ``|G|²`` pairs in pair order), its irrep (:mod:`groupcc.eval.irrep_matching`).
@@ -30,7 +30,7 @@ from groupcc.training.progress import progress_bar
 from .comparisons import best_partners, compare_labels
 from .families import Clustering, cluster, signatures
 from .irrep_matching import DEAD, MIXED, IrrepMatch, match_irreps
-from .sae_families import EquivariantMatch, decoder_distances, equivariant_match, virtual_blocks
+from .equivariant_matching import EquivariantMatch, decoder_distances, equivariant_match, virtual_blocks
 from .transform_blocks import block_norms, block_similarity, spectra, stabilisers
 
 

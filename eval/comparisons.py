@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from .sae_families import unit_columns
+from .equivariant_matching import unit_columns
 
 
 def purity(families: Sequence, truth: Sequence) -> float:

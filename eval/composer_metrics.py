@@ -19,24 +19,15 @@ spans are mutually orthogonal, and orthogonal across irreps (Schur orthogonality
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
 
 import numpy as np
 import torch
 
-from groupcc.groups import Group, Irrep
+from groupcc.groups import Group, Irrep, entry_basis
 from groupcc.training.composer_training import ComposerRun, float64_cross_entropy
 from groupcc.training.progress import progress_bar
 
 DEFAULT_KEY_THRESHOLD = 0.05
-
-
-@lru_cache(maxsize=None)  # irreps hash by identity; progress measures ask for the same bases per checkpoint
-def entry_basis(irrep: Irrep, tol: float = 1e-8) -> np.ndarray:
-    """Orthonormal basis ``[|G|, r]`` of the span of the functions ``g ↦ ρ(g)_ij``."""
-    entries = irrep.matrices.reshape(irrep.group.order, -1)
-    u, s, _ = np.linalg.svd(entries, full_matrices=False)
-    return u[:, : int((s > tol * s[0]).sum())]
 
 
 def fraction_explained(matrix: np.ndarray, bases: list[np.ndarray]) -> float:

@@ -24,9 +24,6 @@ from sklearn.metrics import silhouette_score
 
 from groupcc.groups import Group, GroupError, irrep_energies
 
-SIGNATURE_WEIGHTS = {"spectrum": 1.0, "invariant": 1.0, "stabiliser": 1.0}
-
-
 def block_energies(group: Group, blocks_FBD: np.ndarray) -> np.ndarray:
     """``[F, num_irreps]``: Plancherel energy of the blocks per irrep, summed over the ``d`` coordinates."""
     return irrep_energies(group, np.swapaxes(blocks_FBD, 1, 2)).sum(axis=1)
@@ -40,11 +37,7 @@ def signatures(group: Group, blocks_FBD: np.ndarray, stabiliser_orders: np.ndarr
     spectrum = np.divide(energies[:, 1:], varying, out=np.zeros_like(energies[:, 1:]), where=varying > 1e-12 * total)
     invariant = np.divide(energies[:, :1], total, out=np.zeros_like(total), where=total > 0)
     stabiliser = np.log(np.asarray(stabiliser_orders, dtype=float))[:, None] / max(np.log(group.order), 1e-12)
-    return np.hstack([
-        SIGNATURE_WEIGHTS["spectrum"] * spectrum,
-        SIGNATURE_WEIGHTS["invariant"] * invariant,
-        SIGNATURE_WEIGHTS["stabiliser"] * stabiliser,
-    ])
+    return np.hstack([spectrum, invariant, stabiliser])
 
 
 @dataclass

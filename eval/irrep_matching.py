@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from groupcc.groups import Group, GroupError
+from groupcc.groups import Group, GroupError, entry_basis
 
-from .composer_metrics import entry_basis
 
 MIXED = "mixed"
 DEAD = "dead"

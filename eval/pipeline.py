@@ -43,7 +43,7 @@ def recorded_acts(dictionary_dir: Path, record: dict) -> str:
     """The activation store a dictionary was trained on, as its ``config.json`` records it."""
     acts = record.get("acts") or record.get("data", {}).get("store")
     if not acts:
-        raise GroupccError(f"{str(dictionary_dir)!r} does not record its activations: pass --acts")
+        raise GroupccError(f"{str(dictionary_dir)!r} does not record its activations: give the activation store")
     return acts
 
 

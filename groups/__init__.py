@@ -20,14 +20,14 @@ from .constructors import (
 from .errors import GroupError
 from .fourier import fourier_transform, inverse_fourier_transform, irrep_energies, irrep_spectrum
 from .group import Group
-from .irreps import Irrep, decompose, generic_irreps
+from .irreps import Irrep, decompose, entry_basis, generic_irreps
 from .words import Word, parse_word
 
 __all__ = [
     "Group", "GroupError", "Irrep",
     "cyclic", "dihedral", "symmetric", "alternating", "quaternion", "direct_product",
     "from_cayley_table", "from_permutations", "get_group", "read_cayley_table",
-    "generic_irreps", "decompose", "Word", "parse_word",
+    "generic_irreps", "decompose", "entry_basis", "Word", "parse_word",
     "fourier_transform", "inverse_fourier_transform", "irrep_energies", "irrep_spectrum",
     "left_multiplication", "right_multiplication", "conjugation", "regular_representation",
     "pair_action", "PAIR_ACTIONS",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -247,3 +247,11 @@ def name_by_dimension(irreps: list[Irrep]) -> list[Irrep]:
         letter = string.ascii_lowercase[index] if index < 26 else f"_{index}"
         irrep.name = "trivial" if irrep.is_trivial else f"{irrep.dim}{letter}"
     return irreps
+
+
+@lru_cache(maxsize=None)  # irreps hash by identity; progress measures ask for the same bases per checkpoint
+def entry_basis(irrep: Irrep, tol: float = 1e-8) -> np.ndarray:
+    """Orthonormal basis ``[|G|, r]`` of the span of the functions ``g ↦ ρ(g)_ij``."""
+    entries = irrep.matrices.reshape(irrep.group.order, -1)
+    u, s, _ = np.linalg.svd(entries, full_matrices=False)
+    return u[:, : int((s > tol * s[0]).sum())]

@@ -340,7 +340,7 @@ def load_composer(run_dir: str | Path, device: str = "cpu", weights: str = "mode
     config = load_training_config(path)
     for needed in (weights, "split.safetensors"):
         if not (path / needed).exists():
-            raise GroupccError(f"{str(path)!r} has no {needed}: the run did not finish (resume it with --resume)")
+            raise GroupccError(f"{str(path)!r} has no {needed}: the run did not finish (resume it)")
     model = build_composer(config.architecture)
     try:
         model.load_state_dict(read_safetensors(path / weights))

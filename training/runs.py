@@ -1,8 +1,9 @@
 """Run directories: the one module that writes them.
 
-Every run (composer, dictionary, testbed, activation store, analysis) is a directory with ``config.json`` (what
-was run, enough to reload it), ``metrics.json`` (its figures, a JSON object ``{"kind": <run kind>, ...}``; see
-``docs/design.md`` for each kind's sections) and safetensors files; never pickles.
+Every run (composer, dictionary, testbed, analysis) is a directory with ``config.json`` (what was run, enough to
+reload it), ``metrics.json`` (its figures, a JSON object ``{"kind": <run kind>, ...}``; see ``docs/design.md``
+for each kind's sections) and safetensors files; never pickles. An activation store's ``manifest.json`` plays
+both parts for the store.
 
 - Writes are atomic: a temporary file beside the target (``.<name>.<pid>.<random>.tmp``), fsync, rename. Files
   get the permissions the umask gives (``0666 & ~umask``) and directories ``0777 & ~umask``, so colleagues on a

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from groupcc.eval.composer_metrics import activation_fve, composer_metrics, entry_basis, fraction_explained, logit_similarities
+from groupcc.eval.composer_metrics import activation_fve, composer_metrics, fraction_explained, logit_similarities
+from groupcc.groups import entry_basis
 from groupcc.groups import get_group
 from groupcc.training.composer_training import default_config, load_composer, fit_composer
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from groupcc.eval.comparisons import compare_labels, confusion, purity
 from groupcc.eval.families import cluster, signatures
 from groupcc.eval.irrep_matching import match_irreps
-from groupcc.eval.sae_families import equivariant_match, virtual_blocks
+from groupcc.eval.equivariant_matching import equivariant_match, virtual_blocks
 from groupcc.eval.transform_blocks import autocorrelation, block_similarity, spectra, subgroup_within, stabilisers, transformed_copy, translation_deviation
 from groupcc.groups import GroupError, dihedral, get_group, symmetric
 
