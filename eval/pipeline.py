@@ -22,7 +22,7 @@ from groupcc.training.activation_store import ActivationSource, ActivationStore,
 from groupcc.training.composer_training import load_composer
 from groupcc.training.dictionary_files import check_same_group, load_dictionary, read_dictionary_record
 from groupcc.training.image_actions import DihedralImageAction
-from groupcc.training.runs import HISTORY, METRICS, PLOTS, StagedDirectory, make_directory, read_json, write_json
+from groupcc.training.runs import HISTORY, METRICS, PLOTS, StagedDirectory, atomic_write, make_directory, read_json, write_json
 from groupcc.training.vision_harvest import stored_images
 
 from .analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_features, compare_dictionaries
@@ -155,7 +155,8 @@ def analyze_runs(
     comparison = compare_dictionaries(analyses.get("crosscoder"), analyses.get("sae"))
     with StagedDirectory(out, overwrite=overwrite, what="analysis directory") as staging:
         for kind, analysis in analyses.items():
-            save_file(feature_arrays(analysis), str(staging / f"{kind}_features.safetensors"))
+            arrays = feature_arrays(analysis)
+            atomic_write(staging / f"{kind}_features.safetensors", lambda tmp, arrays=arrays: save_file(arrays, tmp))
         plots = _plots(staging, analyses, dirs, composer, *_vision_images(store, group))
         title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
         # config.json and metrics.json, as in every run directory: what was analysed and the headline numbers

@@ -25,7 +25,7 @@ from groupcc.errors import GroupccError
 from .activation_store import ActivationSource
 from .harvest import check_new_output, collect, iter_harvest
 from .image_actions import DihedralImageAction
-from .testbed import SHAPE_KINDS, generate_shapes
+from .shapes import SHAPE_KINDS, generate_shapes
 
 POSITIONS = ("centre", "pooled", "all")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

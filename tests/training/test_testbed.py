@@ -8,16 +8,8 @@ import torch
 
 from groupcc.errors import GroupccError
 from groupcc.training.harvest import capture_output
-from groupcc.training.testbed import (
-    SHAPE_KINDS,
-    SHAPE_SYMMETRY,
-    TESTBED_LAYERS,
-    TestbedCNN,
-    TestbedConfig,
-    generate_shapes,
-    load_testbed,
-    train_testbed,
-)
+from groupcc.training.shapes import SHAPE_KINDS, SHAPE_SYMMETRY, generate_shapes
+from groupcc.training.testbed import TESTBED_LAYERS, TestbedCNN, TestbedConfig, load_testbed, train_testbed
 
 
 def exact_shape(kind: str, orientation: float, size: int = 32) -> torch.Tensor:
