@@ -3,22 +3,33 @@
 The report is built once as a list of blocks (headings, paragraphs, tables of strings, figures) and rendered
 twice: ``report.html`` is self-contained and offline (inline style, plots embedded as base64 ``data:`` URLs),
 ``report.md`` uses GitHub-flavoured Markdown tables and links the plots relative to itself.
+
+A report may be built from someone else's analysis directory, so it reads nothing outside it
+(:func:`read_inside`): every file named in ``analysis.json`` is resolved (symbolic links followed) and must lie
+inside the resolved directory, be a regular file (not a device such as ``/dev/zero``, a FIFO or a directory) and
+hold at most :data:`MAX_FILE_BYTES`; plots must also be PNG files and embed at most :data:`MAX_EMBEDDED_BYTES` in
+all. A plot that fails is skipped: the report says so in its place and a one-line warning goes to stderr. An
+``analysis.json`` that fails is refused with a one-line error.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import mimetypes
 import os
 import re
+import stat
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from groupcc.errors import GroupccError
-from groupcc.training.runs import make_directory, read_json, write_text
+from groupcc.training.runs import make_directory, write_text
 
 ANALYSIS_FILE = "analysis.json"
 ANALYSIS_SUBDIR = "analysis"
@@ -26,6 +37,11 @@ FORMAT = "groupcc-analysis"
 MISSING = "–"
 DICTIONARY_ORDER = ("crosscoder", "sae")
 DISPLAY_NAMES = {"crosscoder": "Crosscoder", "sae": "SAE"}
+#: Largest file the report reads (``analysis.json`` or one plot): 64 MiB. groupcc's own plots are well under 1 MB.
+MAX_FILE_BYTES = 64 * 2**20
+#: Most plot bytes one report embeds (a list naming one big file many times would otherwise multiply it): 256 MiB.
+MAX_EMBEDDED_BYTES = 256 * 2**20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -81,26 +97,81 @@ def _locate(run: Path) -> Path:
 
 
 def read_analysis(file: str | Path) -> dict:
-    """Parse an ``analysis.json``; a corrupt or unreadable file, or another format, raises :class:`GroupccError`."""
+    """Parse an ``analysis.json`` (read with :func:`read_inside` its own directory); a corrupt, unreadable or
+    oversized file, one outside its directory, or another format raises a one-line :class:`GroupccError`."""
+    file = Path(file)
+    data = read_inside(file.parent, file.name)
     try:
-        analysis = read_json(file, what="analysis")
-    except OSError as err:
-        raise GroupccError(f"{str(file)!r} could not be read: {err.strerror or err}") from None
+        analysis = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GroupccError(f"{str(file)!r} is corrupt: {err}") from None
     if not isinstance(analysis, dict) or analysis.get("format") != FORMAT:
         raise GroupccError(f"{str(file)!r} is not a groupcc analysis: expected format {FORMAT!r}")
     return analysis
 
 
+def resolve_inside(directory: str | Path, name: str) -> Path:
+    """``directory / name`` with every symbolic link resolved, or a one-line :class:`GroupccError` when that is
+    not strictly inside the resolved ``directory`` (``../x``, an absolute path, a link to elsewhere)."""
+    try:
+        root = Path(directory).resolve()
+        target = (root / name).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # a NUL byte, a name too long, a loop of links
+        raise GroupccError(f"{name!r} cannot be resolved: {err}") from None
+    if target == root or not target.is_relative_to(root):
+        raise GroupccError(f"{name!r} is outside the analysis directory {str(root)!r}")
+    return target
+
+
+def read_inside(directory: str | Path, name: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``name`` inside ``directory`` (:func:`resolve_inside`), at most ``limit``
+    bytes; otherwise a one-line :class:`GroupccError` saying why.
+
+    The resolved path is opened without following a final link and without blocking (a FIFO), and the type and
+    size are checked on the open descriptor, so what is checked is what is read; at most ``limit + 1`` bytes are
+    read even if the file grows meanwhile."""
+    target = resolve_inside(directory, name)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(target, flags)
+    except OSError as err:
+        raise GroupccError(f"{str(target)!r} could not be read: {err.strerror or err}") from None
+    too_big = GroupccError(f"{str(target)!r} holds more than {limit} bytes, the most a report reads")
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise GroupccError(f"{str(target)!r} is not a regular file")
+        if info.st_size > limit:
+            raise too_big
+        with os.fdopen(descriptor, "rb") as file:
+            descriptor = None  # closed with the file object
+            data = file.read(limit + 1)
+    except OSError as err:
+        raise GroupccError(f"{str(target)!r} could not be read: {err.strerror or err}") from None
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+    if len(data) > limit:
+        raise too_big
+    return data
+
+
+def _print_warning(message: str) -> None:
+    print(f"groupcc: warning: {message}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def write_report(run: str | Path, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+def write_report(run: str | Path, out_dir: str | Path | None = None,
+                 warn: Callable[[str], None] = _print_warning) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` (each atomically) into ``out_dir`` (default: the analysis
-    directory of ``run``) and return their paths."""
+    directory of ``run``) and return their paths. ``warn`` receives one line per plot that was skipped (default:
+    printed to stderr as ``groupcc: warning: ...``)."""
     directory, analysis = load_analysis(run)
     out = Path(out_dir) if out_dir is not None else directory
     make_directory(out)
-    blocks = build_report(analysis, directory)
+    blocks = build_report(analysis, directory, warn)
     title = _title(analysis)
     html_path, markdown_path = out / "report.html", out / "report.md"
     write_text(html_path, render_html(title, blocks))
@@ -111,8 +182,9 @@ def write_report(run: str | Path, out_dir: str | Path | None = None) -> tuple[Pa
 # ---------------------------------------------------------------------------------------------- content
 
 
-def build_report(analysis: dict, directory: Path) -> list[Block]:
-    """Every block of the report, in order; plot files are resolved against the analysis ``directory``."""
+def build_report(analysis: dict, directory: Path, warn: Callable[[str], None] = _print_warning) -> list[Block]:
+    """Every block of the report, in order; plot files are read from inside the analysis ``directory`` only
+    (:func:`read_inside`), and ``warn`` gets a line for each one skipped."""
     dictionaries = _dictionaries(analysis)
     trivial = _trivial_irrep(analysis)
     kind = analysis.get("label_kind") or "irrep"  # what the features are labelled with: irreps, or input classes
@@ -123,7 +195,7 @@ def build_report(analysis: dict, directory: Path) -> list[Block]:
     for name, record in dictionaries.items():
         blocks += _families_section(name, record, trivial, kind)
     blocks += _label_counts_section(analysis, dictionaries, kind)
-    blocks += _plots_section(analysis.get("plots") or [], directory)
+    blocks += _plots_section(analysis.get("plots") or [], directory, warn)
     return blocks
 
 
@@ -274,23 +346,32 @@ def _label_counts_section(analysis: dict, dictionaries: dict[str, dict], kind: s
     return [Heading(f"Features per {kind}"), Table([kind] + list(counts), rows)]
 
 
-def _plots_section(plots: list[dict], directory: Path) -> list[Block]:
-    blocks: list[Block] = [_plot(plot, directory) for plot in plots if isinstance(plot, dict)]
+def _plots_section(plots, directory: Path, warn: Callable[[str], None]) -> list[Block]:
+    budget = [MAX_EMBEDDED_BYTES]  # bytes left to embed, shared by the plots in order
+    entries = plots if isinstance(plots, list) else []
+    blocks: list[Block] = [_plot(plot, directory, budget, warn) for plot in entries if isinstance(plot, dict)]
     return [Heading("Plots")] + blocks if blocks else []
 
 
-def _plot(plot: dict, directory: Path) -> Figure | Paragraph:
-    """The plot as a figure, or a note when its file is missing, unreadable, not a PNG, or not inside the analysis
-    directory (a report built from someone else's analysis must not embed other local files)."""
-    path = directory / str(plot.get("file", ""))
-    title = str(plot.get("title") or path.name)
-    inside = path.resolve().is_relative_to(directory.resolve())
-    if not inside or path.suffix.lower() != ".png" or (path.exists() and not path.is_file()):
-        return Paragraph(f"Plot {title!r} skipped: {str(plot.get('file'))!r} is not a PNG file inside the analysis directory.")
+def _plot(plot: dict, directory: Path, budget: list[int], warn: Callable[[str], None]) -> Figure | Paragraph:
+    """The plot as a figure, or a note in its place (and a warning) when its file is not a PNG file inside the
+    analysis directory that :func:`read_inside` accepts, or would take the embedded plots over
+    :data:`MAX_EMBEDDED_BYTES` (a report built from someone else's analysis must not embed other local files)."""
+    name = str(plot.get("file", ""))
+    title = str(plot.get("title") or Path(name).name or name)
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        return Paragraph(f"Plot {title!r} skipped: {str(path)!r} could not be read ({err.strerror or err}).")
+        path = resolve_inside(directory, name)
+        if path.suffix.lower() != ".png":
+            raise GroupccError(f"{name!r} is not a .png file")
+        data = read_inside(directory, name)
+        if not data.startswith(PNG_SIGNATURE):
+            raise GroupccError(f"{str(path)!r} is not a PNG image")
+        if len(data) > budget[0]:
+            raise GroupccError(f"{str(path)!r} would take the embedded plots over {MAX_EMBEDDED_BYTES} bytes")
+    except GroupccError as err:
+        warn(f"plot {title!r} skipped: {err}")
+        return Paragraph(f"Plot {title!r} skipped: {err}.")
+    budget[0] -= len(data)
     return Figure(path, data, title, str(plot.get("caption") or ""))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 
 from groupcc.groups import Group, get_group, read_cayley_table
 
@@ -15,19 +16,27 @@ def resolve_group(spec: str) -> Group:
     return get_group(spec)
 
 
-def _clean(value: float) -> float | int:
-    """Integers as ints, other values rounded to 10 decimals (and no negative zero)."""
-    rounded = round(float(value), 10)
-    if abs(rounded - round(rounded)) < 1e-9:
-        return int(round(rounded))
-    return rounded + 0.0
+#: Character tables with more entries than this are left out of ``groups info`` (``"character_table": null`` in
+#: JSON, a note in text): C10000's has 5001 × 10000 = 5·10⁷ entries, hundreds of MB of text. At the cap (e.g. C1414,
+#: S7's 15 × 15 far below it) the whole command takes about a second.
+MAX_CHARACTER_TABLE_ENTRIES = 1_000_000
+
+
+def _clean(values: np.ndarray) -> list:
+    """Rows of values as lists: integers as ints, other values rounded to 10 decimals (and no negative zero)."""
+    rounded = np.round(np.asarray(values, dtype=float), 10) + 0.0
+    whole = np.abs(rounded - np.round(rounded)) < 1e-9
+    cells = rounded.astype(object)
+    cells[whole] = [int(v) for v in np.round(rounded[whole]).astype(np.int64)]
+    return cells.tolist()
 
 
 def describe_group(group: Group) -> dict:
-    """The JSON document printed by ``groupcc groups info --json`` (schema in the README)."""
+    """The JSON document printed by ``groupcc groups info --json`` (schema in the README). ``character_table`` is
+    ``None`` when it would have more than :data:`MAX_CHARACTER_TABLE_ENTRIES` entries."""
     classes = group.conjugacy_classes()
     irreps = group.irreps()
-    table = group.character_table()
+    shown = len(irreps) * len(classes) <= MAX_CHARACTER_TABLE_ENTRIES
     return {
         "name": group.name,
         "order": group.order,
@@ -45,7 +54,7 @@ def describe_group(group: Group) -> dict:
             {"name": irrep.name, "dim": irrep.dim, "type": irrep.type, "frobenius_schur": irrep.frobenius_schur}
             for irrep in irreps
         ],
-        "character_table": [[_clean(v) for v in row] for row in table],
+        "character_table": _clean(group.character_table()) if shown else None,
     }
 
 
@@ -61,6 +70,12 @@ def format_group(info: dict) -> str:
     width = max(len(irrep["name"]) for irrep in info["irreps"])
     for irrep in info["irreps"]:
         lines.append(f"  {irrep['name']:<{width}}  dim {irrep['dim']:>3}  type {irrep['type']}")
+    if info["character_table"] is None:
+        entries = len(info["irreps"]) * len(info["classes"])
+        lines += ["", f"character table omitted: {len(info['irreps'])} irreps × {len(info['classes'])} classes = "
+                      f"{entries:,} entries, more than the {MAX_CHARACTER_TABLE_ENTRIES:,} shown "
+                      "(Group.character_table() in Python has it)"]
+        return "\n".join(lines)
     lines += ["", "character table (columns: conjugacy classes):"]
     headers = [c["representative"] for c in info["classes"]]
     cells = [[_format_value(v) for v in row] for row in info["character_table"]]

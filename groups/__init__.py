@@ -21,6 +21,8 @@ from .errors import GroupError
 from .fourier import fourier_transform, inverse_fourier_transform, irrep_energies, irrep_spectrum
 from .group import Group
 from .irreps import Irrep, decompose, entry_basis, generic_irreps
+from .limits import MAX_ORDER, array_bytes, bytes_text, memory_refusal
+from .subgroups import largest_subgroup_within
 from .words import Word, parse_word
 
 __all__ = [
@@ -31,4 +33,5 @@ __all__ = [
     "fourier_transform", "inverse_fourier_transform", "irrep_energies", "irrep_spectrum",
     "left_multiplication", "right_multiplication", "conjugation", "regular_representation",
     "pair_action", "PAIR_ACTIONS",
+    "MAX_ORDER", "array_bytes", "bytes_text", "memory_refusal", "largest_subgroup_within",
 ]

@@ -29,3 +29,16 @@ def spanning_tree(generator_rows: list[np.ndarray], order: int) -> tuple[np.ndar
             grown.append(targets)
         frontier = np.concatenate(grown) if grown else np.array([], dtype=np.int64)
     return reached, steps
+
+
+def extend_from_generators(mult_table: np.ndarray, generator_elements, generator_matrices: np.ndarray) -> np.ndarray:
+    """``[|G|, d, d]`` matrices of a representation from those of generators (``generator_matrices[s]`` is the
+    matrix of element ``generator_elements[s]``), along a spanning tree of the Cayley graph: ``ρ(s·x) = ρ(s) ρ(x)``.
+    One batched product per tree step: ``|G|·d³`` flops."""
+    order, d = mult_table.shape[0], generator_matrices.shape[-1]
+    mats = np.empty((order, d, d))
+    mats[0] = np.eye(d)
+    _, steps = spanning_tree([mult_table[element] for element in generator_elements], order)
+    for s, targets, sources in steps:
+        mats[targets] = np.matmul(generator_matrices[s], mats[sources])
+    return mats

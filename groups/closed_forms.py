@@ -7,12 +7,12 @@ Each builder returns a complete list of irreps; ``Group.irreps()`` sorts it. The
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cayley import spanning_tree
+from .cayley import extend_from_generators
 from .permutations import permutation_keys
 from .irreps import Irrep, check_complete, decompose, dedupe_by_character, _character_key
 
@@ -31,24 +31,54 @@ def _one_dim(group: "Group", name: str, values: np.ndarray) -> Irrep:
 
 
 # --------------------------------------------------------------------------- cyclic
+def _angles(n: int, j: int) -> np.ndarray:
+    """``θ_k = 2π (j·k mod n) / n`` for ``k = 0..n-1`` (reduced mod ``n`` first: exact for every ``k``)."""
+    return 2 * np.pi * ((j * np.arange(n)) % n) / n
+
+
+def _cyclic_rotations(n: int, j: int) -> np.ndarray:
+    return _rotation(_angles(n, j))
+
+
+def _cyclic_character(n: int, j: int) -> np.ndarray:
+    return 2 * np.cos(_angles(n, j))
+
+
 def cyclic_irreps(group: "Group") -> list[Irrep]:
     """``C_n`` (element ``k`` = ``r^k``): trivial; ``sign`` ``r^k ↦ (-1)^k`` when ``n`` is even;
-    ``rot{j}``: ``r^k ↦ R(2πjk/n)`` for ``0 < j < n/2`` (type C)."""
+    ``rot{j}``: ``r^k ↦ R(2πjk/n)`` for ``0 < j < n/2`` (type C), with character ``2cos(2πjk/n)``.
+
+    The 2-dim matrices are made only when an irrep's ``matrices`` are used: ``C_n`` has about ``n/2`` of them,
+    ``16·n²`` bytes in all (1.6 GB for ``C10000``), and characters need none."""
     n = group.order
     k = np.arange(n)
     irreps = [_one_dim(group, "trivial", np.ones(n))]
     if n % 2 == 0:
         irreps.append(_one_dim(group, "sign", (-1.0) ** k))
-    irreps += [Irrep(group, f"rot{j}", _rotation(2 * np.pi * j * k / n)) for j in range(1, (n + 1) // 2)]
+    irreps += [Irrep(group, f"rot{j}", build=partial(_cyclic_rotations, n, j), dim=2,
+                     character=partial(_cyclic_character, n, j)) for j in range(1, (n + 1) // 2)]
     return irreps
 
 
 # --------------------------------------------------------------------------- dihedral
+_REFLECTION = np.diag([1.0, -1.0])
+
+
+def _dihedral_matrices(n: int, j: int) -> np.ndarray:
+    rotations = _cyclic_rotations(n, j)
+    return np.concatenate([rotations, _REFLECTION @ rotations])
+
+
+def _dihedral_character(n: int, j: int) -> np.ndarray:
+    """``2cos(2πjk/n)`` on ``r^k`` and ``tr(diag(1,-1) R(θ)) = 0`` on every reflection ``s r^k``."""
+    return np.concatenate([_cyclic_character(n, j), np.zeros(n)])
+
+
 def dihedral_irreps(group: "Group") -> list[Irrep]:
     """``D_n`` of order ``2n`` (element ``k`` = ``r^k``, element ``n + k`` = ``s r^k``):
     trivial; ``sign`` (``r ↦ 1, s ↦ -1``); for even ``n`` also ``alt`` (``r ↦ -1, s ↦ 1``) and
     ``alt-sign`` (``r ↦ -1, s ↦ -1``); and ``rot{j}``: ``r^k ↦ R(2πjk/n)``, ``s ↦ diag(1, -1)``
-    for ``0 < j < n/2`` (type R)."""
+    for ``0 < j < n/2`` (type R). As for ``C_n``, the 2-dim matrices are made on first use."""
     n = group.order // 2
     k = np.arange(n)
     ones, flip = np.ones(n), -np.ones(n)
@@ -60,10 +90,8 @@ def dihedral_irreps(group: "Group") -> list[Irrep]:
     if n % 2 == 0:
         irreps.append(_one_dim(group, "alt", np.concatenate([alternating, alternating])))
         irreps.append(_one_dim(group, "alt-sign", np.concatenate([alternating, -alternating])))
-    reflection = np.diag([1.0, -1.0])
-    for j in range(1, (n + 1) // 2):
-        rotations = _rotation(2 * np.pi * j * k / n)
-        irreps.append(Irrep(group, f"rot{j}", np.concatenate([rotations, reflection @ rotations])))
+    irreps += [Irrep(group, f"rot{j}", build=partial(_dihedral_matrices, n, j), dim=2,
+                     character=partial(_dihedral_character, n, j)) for j in range(1, (n + 1) // 2)]
     return irreps
 
 
@@ -125,18 +153,6 @@ def young_generators(shape: tuple[int, ...]) -> np.ndarray:
     return gens
 
 
-def _extend_from_generators(group: "Group", generator_elements: list[int], generator_matrices: np.ndarray) -> np.ndarray:
-    """Matrices for every element from the generators' matrices, along a spanning tree of the Cayley
-    graph: ``ρ(s·g) = ρ(s) ρ(g)``."""
-    d = generator_matrices.shape[-1]
-    mats = np.zeros((group.order, d, d))
-    mats[0] = np.eye(d)
-    _, steps = spanning_tree([group.mult_table[element] for element in generator_elements], group.order)
-    for s, targets, sources in steps:
-        mats[targets] = np.einsum("ij,gjk->gik", generator_matrices[s], mats[sources])
-    return mats
-
-
 def _adjacent_transposition_elements(group: "Group") -> list[int]:
     """Indices of ``s_k = (k, k+1)``, ``k = 1..n-1``, in a symmetric group built by :func:`symmetric`."""
     degree = group.permutations.shape[1]
@@ -158,7 +174,7 @@ def symmetric_irreps(group: "Group") -> list[Irrep]:
     generators = _adjacent_transposition_elements(group)
     irreps = []
     for shape in partitions(degree):
-        mats = _extend_from_generators(group, generators, young_generators(shape))
+        mats = extend_from_generators(group.mult_table, generators, young_generators(shape))
         irreps.append(Irrep(group, _shape_name(shape), mats))
     return irreps
 

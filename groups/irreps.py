@@ -13,12 +13,12 @@ character, i.e. the sum over the complex constituents). A real representation is
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cayley import extend_from_generators
 from .errors import GroupError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +30,6 @@ _DEFAULT_SEED = 0
 _ATTEMPTS = 6
 
 
-@dataclass(eq=False)
 class Irrep:
     """A real irreducible representation of a finite group.
 
@@ -38,20 +37,43 @@ class Irrep:
         group: the group it represents.
         name: readable name, unique within the group (e.g. ``"[4,1]"``, ``"rot2"``, ``"trivial"``).
         matrices: ``[|G|, d, d]`` orthogonal matrices with ``matrices[g] @ matrices[h] == matrices[g·h]``.
+
+    Closed forms may pass ``build`` (a function returning the matrices), ``dim`` and ``character`` instead of the
+    matrices: the matrices are then made on first use. ``C10000`` has 5000 irreps whose matrices together take
+    1.6 GB; its classes, types and character table need none of them.
     """
 
-    group: "Group"
-    name: str
-    matrices: np.ndarray = field(repr=False)
+    def __init__(self, group: "Group", name: str, matrices: np.ndarray | None = None, *, build=None,
+                 dim: int | None = None, character=None):
+        if (matrices is None) == (build is None) or (build is not None and dim is None):
+            raise GroupError(f"irrep {name!r}: give its matrices, or a function that builds them and their dimension")
+        self.group = group
+        self.name = name
+        self._matrices = None if matrices is None else np.asarray(matrices)
+        self._build = build
+        self._dim = int(dim) if matrices is None else self._matrices.shape[1]
+        self._character = character  # an array, a function returning one, or None (traces of the matrices)
+
+    def __repr__(self) -> str:
+        return f"Irrep(group={self.group!r}, name={self.name!r}, dim={self.dim})"
+
+    @property
+    def matrices(self) -> np.ndarray:
+        if self._matrices is None:
+            self._matrices = np.asarray(self._build(), dtype=float)
+            self._build = None
+        return self._matrices
 
     @property
     def dim(self) -> int:
-        return self.matrices.shape[1]
+        return self._dim
 
     @cached_property
     def character(self) -> np.ndarray:
-        """``χ(g) = tr ρ(g)`` per element, ``[|G|]``."""
-        return np.trace(self.matrices, axis1=1, axis2=2)
+        """``χ(g) = tr ρ(g)`` per element, ``[|G|]`` (from the closed form when one was given)."""
+        if self._character is None:
+            return np.trace(self.matrices, axis1=1, axis2=2)
+        return np.asarray(self._character() if callable(self._character) else self._character, dtype=float)
 
     @cached_property
     def norm(self) -> int:
@@ -86,9 +108,14 @@ class Irrep:
         bad = np.abs(gram - np.eye(d)).max(axis=(1, 2)) > atol
         if bad.any():
             raise GroupError(f"irrep {self.name}: ρ({self.group.labels[int(np.argmax(bad))]}) is not orthogonal")
+        traces = np.trace(mats, axis1=1, axis2=2)
+        if np.abs(self.character - traces).max() > atol:  # a closed-form character must be the traces
+            raise GroupError(f"irrep {self.name}: its character is not the trace of its matrices")
         table = self.group.mult_table
-        for g in range(n):  # ρ(g) ρ(h) == ρ(g·h) for all h, one row of the table at a time
-            err = np.abs(np.einsum("ij,hjk->hik", mats[g], mats) - mats[table[g]]).max()
+        side_by_side = mats.transpose(1, 0, 2)  # [j, h, k]: ρ(h) for every h as one d × |G|·d matrix
+        flat = side_by_side.reshape(d, n * d)
+        for g in range(n):  # ρ(g) ρ(h) == ρ(g·h) for all h at once: one matrix product per row of the table
+            err = np.abs((mats[g] @ flat).reshape(d, n, d) - side_by_side[:, table[g]]).max()
             if err > atol:
                 raise GroupError(f"irrep {self.name}: ρ(g)ρ(h) != ρ(gh) for g = {self.group.labels[g]} (error {err:.2e})")
         norm = character_inner(self.character, self.character)
@@ -105,8 +132,7 @@ def character_inner(chi_a: np.ndarray, chi_b: np.ndarray) -> float:
 
 def frobenius_schur(group: "Group", chi: np.ndarray) -> int:
     """Frobenius–Schur indicator ``(1/|G|) Σ_g χ(g²)``, rounded."""
-    squares = group.mult_table[np.arange(group.order), np.arange(group.order)]
-    return int(round(float(chi[squares].sum()) / group.order))
+    return int(round(float(chi[group.squares].sum()) / group.order))
 
 
 def sort_irreps(irreps: list[Irrep]) -> list[Irrep]:
@@ -218,7 +244,7 @@ def generic_irreps(group: "Group", seed: int = _DEFAULT_SEED) -> list[Irrep]:
         if degenerate:
             continue
         found.sort(key=lambda item: (round(item[1][0]), _character_key(item[1])))
-        irreps = [Irrep(group, "", _regular_block(basis, left_inverse_rows)) for basis, _ in found]
+        irreps = [Irrep(group, "", _regular_block(group, basis, left_inverse_rows)) for basis, _ in found]
         try:
             check_complete(group, irreps)
         except GroupError:
@@ -227,15 +253,21 @@ def generic_irreps(group: "Group", seed: int = _DEFAULT_SEED) -> list[Irrep]:
     raise GroupError(f"{group.name}: the generic irrep algorithm did not converge")
 
 
-def _regular_block(basis: np.ndarray, left_inverse_rows: np.ndarray, chunk_floats: int = 1 << 24) -> np.ndarray:
-    """``ρ(g) = Qᵀ L(g) Q`` for every ``g``, in chunks of elements to bound memory."""
-    n, d = basis.shape
-    out = np.empty((n, d, d))
-    step = max(1, chunk_floats // (n * d))
-    for start in range(0, n, step):
-        moved = basis[left_inverse_rows[start:start + step]]  # [chunk, c, j] = Q[g⁻¹c, j]
-        out[start:start + step] = np.einsum("ci,gcj->gij", basis, moved)
-    return out
+def _regular_block(group: "Group", basis: np.ndarray, left_inverse_rows: np.ndarray) -> np.ndarray:
+    """``ρ(g) = Qᵀ L(g) Q`` for every ``g``, computed for a generating set only and extended along the Cayley graph.
+
+    ``ρ(s)[i, j] = Σ_c Q[c, i] Q[s⁻¹c, j]`` costs ``|G|·d²`` per generator ``s``; every other element follows from
+    ``ρ(s·x) = ρ(s) ρ(x)`` (:func:`groupcc.groups.cayley.extend_from_generators`, ``|G|·d³``), instead of
+    ``|G|²·d²`` for ``Qᵀ L(g) Q`` at every ``g``, whose gathers of ``Q`` dominated the generic algorithm (PSL(2,19),
+    order 3420, one thread: 75 s before, 17 s now, nearly all of it the eigendecomposition).
+
+    It is as exact: for a computed eigenspace ``Q`` invariant up to ``ε``, the compressions ``Qᵀ L(g) Q`` are a
+    homomorphism up to ``ε²`` (``ρ(g)ρ(h) − ρ(gh) = −Qᵀ L(g)(I − QQᵀ) L(h) Q``), so the generators' matrices satisfy
+    the group's relations to rounding and their products are ``ρ`` to rounding (PSL(2,13): ``ρ(g)ρ(h) = ρ(gh)`` to
+    6e-14; solving ``Q_R ρ(g) = Q[g⁻¹R]`` from ``d`` rows instead is first order in ``ε``, 2e-12 on A6)."""
+    generators = group.generators
+    at_generators = np.einsum("ci,scj->sij", basis, basis[left_inverse_rows[generators]])
+    return extend_from_generators(group.mult_table, generators, at_generators)
 
 
 def name_by_dimension(irreps: list[Irrep]) -> list[Irrep]:

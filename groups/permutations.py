@@ -13,10 +13,7 @@ import numpy as np
 
 from .cayley import spanning_tree
 from .errors import GroupError
-
-#: Largest group order groupcc builds a full multiplication table for (S7 = 5040 fits; the table of a
-#: group of order n takes 8·n² bytes).
-MAX_ORDER = 10_000
+from .limits import MAX_ORDER
 
 _KEY_WEIGHTS_SEED = 20231
 

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import re
 import urllib.parse
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from groupcc.eval.plots import new_figure, save_figure
-from groupcc.eval.report import find_analysis, write_report
+from groupcc.eval.report import MAX_FILE_BYTES, find_analysis, read_inside, write_report
 from groupcc.errors import GroupccError
 
 IRREPS = [{"name": "[4]", "dim": 1, "type": "R"}, {"name": "[1,1,1,1]", "dim": 1, "type": "R"},
@@ -166,3 +167,73 @@ def test_minimal_analysis_renders(tmp_path):
     assert "groupcc analysis of D4" in html_text and "Crosscoder families" in markdown_text
     assert "Composer" not in html_text and "SAE vs crosscoder" not in html_text and "<img" not in html_text
     assert "| family | size | stabiliser orders |" in markdown_text
+
+
+# ---------------------------------------------------------------------------------------------- hostile directories
+
+
+def outside_png(path: Path, marker: bytes) -> Path:
+    """A valid PNG outside the analysis directory whose bytes (and so base64) carry ``marker``."""
+    make_png(path)
+    path.write_bytes(path.read_bytes() + marker)  # trailing bytes after IEND: still a PNG to a browser
+    return path
+
+
+def test_a_poisoned_analysis_embeds_nothing_from_outside(analysis_dir, tmp_path):
+    marker = b"SECRET-" + bytes(range(256)) * 4
+    secret = outside_png(tmp_path / "secret.png", marker)
+    plots_dir = analysis_dir / "plots"
+    (plots_dir / "link_out.png").symlink_to(secret)
+    (plots_dir / "zero.png").symlink_to("/dev/zero")
+    (plots_dir / "dir.png").mkdir()
+    os.mkfifo(plots_dir / "fifo.png")
+    with open(plots_dir / "huge.png", "wb") as file:  # sparse: nothing is written but the size
+        file.write(b"\x89PNG\r\n\x1a\n")
+        file.truncate(MAX_FILE_BYTES + 1)
+    (plots_dir / "text.png").write_text("not a png")
+    (plots_dir / "link_in.png").symlink_to(plots_dir / "blocks.png")  # a link inside the directory is fine
+    hostile = ["../../secret.png", str(secret), "plots/link_out.png", "/dev/zero", "plots/zero.png", "plots/dir.png",
+               "plots/fifo.png", "plots/huge.png", "plots/text.png", "plots/../../../secret.png", "bad\x00name.png",
+               "plots/blocks.png/../../../secret.png", "", "."]
+    plots = [{"file": name, "title": f"hostile {i}"} for i, name in enumerate(hostile)]
+    plots += [{"file": "plots/blocks.png", "title": "Family blocks"}, {"file": "plots/link_in.png", "title": "Linked"}]
+    write_analysis(analysis_dir, full_analysis(plots))
+    warnings = []
+    html_path, markdown_path = write_report(analysis_dir, warn=warnings.append)
+    html_text, markdown_text = html_path.read_text(), markdown_path.read_text()
+    images = [base64.b64decode(image) for image in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)]
+    inside = (plots_dir / "blocks.png").read_bytes()
+    assert images == [inside, inside]  # the two good plots, nothing else
+    assert b"SECRET" not in b"".join(images) and base64.b64encode(secret.read_bytes()).decode() not in html_text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown_text)
+    assert [(analysis_dir / urllib.parse.unquote(link)).resolve() for link in links] == [(plots_dir / "blocks.png").resolve()] * 2
+    assert len(warnings) == len(hostile) and all("\n" not in line and "skipped" in line for line in warnings)
+    for i in range(len(hostile)):
+        assert f"Plot 'hostile {i}' skipped" in markdown_text and f"Plot &#x27;hostile {i}&#x27; skipped" in html_text
+    assert "outside the analysis directory" in " ".join(warnings) and "not a regular file" in " ".join(warnings)
+    assert f"more than {MAX_FILE_BYTES} bytes" in " ".join(warnings) and "not a PNG image" in " ".join(warnings)
+
+
+def test_skipped_plots_are_reported_on_stderr_by_default(analysis_dir, capsys):
+    write_analysis(analysis_dir, full_analysis([{"file": "/etc/passwd.png", "title": "Leak"}]))
+    write_report(analysis_dir)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("groupcc: warning: plot 'Leak' skipped: ")
+
+
+def test_an_analysis_json_that_points_outside_or_is_not_a_file_is_refused(tmp_path):
+    elsewhere = write_analysis(tmp_path / "elsewhere", full_analysis([]))
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "analysis.json").symlink_to(elsewhere / "analysis.json")
+    with pytest.raises(GroupccError, match="outside the analysis directory") as error:
+        write_report(linked)
+    assert "\n" not in str(error.value) and not (linked / "report.html").exists()
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    with open(huge / "analysis.json", "wb") as file:
+        file.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(GroupccError, match="more than"):
+        write_report(huge)
+    with pytest.raises(GroupccError, match="not a regular file"):
+        read_inside(tmp_path, "elsewhere")
