@@ -2,18 +2,33 @@
 
 Notation: pair ``p = (a, b)`` has index ``a·|G| + b``; ``w(a, b)`` is the task's answer (``a·b`` by default).
 For an irrep ``ρ`` let ``Q_ρ`` be an orthonormal basis ``[|G|, r]`` of the span of its matrix entries
-``g ↦ ρ(g)_ij`` (``r = d²/⟨χ,χ⟩``). Lifted to pairs, ``Q_ρ[a]/sqrt|G|`` is an orthonormal basis of the
-functions ``(a, b) ↦ ρ(a)_ij``, and likewise for ``b`` and ``w(a, b)``. For non-trivial ``ρ`` these three
-spans are mutually orthogonal, and orthogonal across irreps (Schur orthogonality).
+``g ↦ ρ(g)_ij`` (``r = d²/⟨χ,χ⟩``, from an SVD: the paper's code takes a QR of the ``[|G|, d²]`` entry matrix,
+whose columns are linearly dependent for complex-type irreps of ``C_n``, so its bases are not orthonormal there
+and its MLP FVE for ``C_n`` can exceed 1; ours cannot). Lifted to pairs, ``Q_ρ[x(p)]/sqrt|G|`` spans the
+functions ``p ↦ ρ(x(p))_ij`` for ``x = a, b, w``; see :mod:`groupcc.eval.pair_terms`.
+
+The defaults follow the paper's evaluation code, so that Table 3 is reproduced as the paper computes it:
 
 - logit similarity of ``ρ``: cosine between the logits centred over the output class ``c`` and
-  ``χ_ρ(w(a, b)·c⁻¹)``; key irreps are the non-trivial ones above a threshold;
+  ``χ_ρ(w(a, b)·c⁻¹)``; key irreps are the non-trivial ones above :data:`DEFAULT_KEY_THRESHOLD` (0.005, the
+  paper's);
 - FVE of a matrix ``M`` with rows indexed by elements: ``‖Q_ρᵀ M‖² / ‖M‖²`` summed over key irreps, for
   ``W_a = E_a W_top``, ``W_b = E_b W_bot``, ``W_Uᵀ`` (MLP) or ``W_E``, ``(W_out W_U)ᵀ`` (Transformer);
-- MLP FVE: the centred hidden activations over all pairs projected on the ``ρ(a)``, ``ρ(b)``, ``ρ(w)`` spans
-  of the key irreps; the ``ρ(w)`` term alone is reported as ``fve_rho_ab``;
-- restricted loss: hidden activations replaced by their mean plus their key ``ρ(w)`` part, loss on all pairs;
-  excluded loss: the key ``ρ(w)`` part removed, loss on the training pairs.
+- MLP FVE: the centred hidden activations ``h`` over all pairs projected on the ``ρ(a)``, ``ρ(b)``, ``ρ(w)``
+  spans of the key irreps (exact for any word: :func:`groupcc.eval.pair_terms.term_bases`); the ``ρ(w)`` term
+  alone is ``fve_rho_ab``;
+- ``restricted_loss`` (the paper's): cross-entropy on all pairs of the logits of ``P_key h``, the projection of
+  ``h`` on the key ``ρ(w)`` spans, mapped to logits by the hidden layer's own output weights (``W_U``; for the
+  Transformer ``W_out W_U``, leaving out the attention and embedding path), no mean added back;
+- ``excluded_loss`` (the paper's): the same map applied to ``h − P_key h``, on the training pairs.
+
+Our own variants are reported beside them under their own names:
+
+- ``restricted_loss_with_mean``: ``mean(h) + P_key(h − mean h)`` through the whole model (for the Transformer
+  the attention and embedding path is kept). Adding the mean back keeps the neurons' constant offset, which
+  the paper's version drops; for a network that has generalised both are tiny;
+- ``excluded_loss_with_residual`` (Transformer only): ``h − P_key h`` through the whole model, so the
+  residual stream's direct path still contributes.
 """
 
 from __future__ import annotations
@@ -23,11 +38,15 @@ import copy
 import numpy as np
 import torch
 
-from groupcc.groups import Group, Irrep, entry_basis
+from groupcc.errors import GroupccError
+from groupcc.groups import Group, entry_basis
 from groupcc.training.composer_training import ComposerRun, float64_cross_entropy
 from groupcc.training.progress import progress_bar
 
-DEFAULT_KEY_THRESHOLD = 0.05
+from .pair_terms import span_basis, term_bases, term_elements, term_fractions
+
+#: The paper's evaluation calls an irrep key above this logit similarity.
+DEFAULT_KEY_THRESHOLD = 0.005
 
 
 def fraction_explained(matrix: np.ndarray, bases: list[np.ndarray]) -> float:
@@ -51,31 +70,24 @@ def logit_similarities(group: Group, logits: np.ndarray, answers: np.ndarray) ->
     return out
 
 
-def _pair_bases(group: Group, key_irreps: list[str], elements: np.ndarray) -> list[np.ndarray]:
-    """Orthonormal bases over pairs of the functions ``p ↦ ρ(elements[p])_ij``, one per key irrep."""
+def _key_irreps(group: Group, key_irreps: list[str]):
     irreps = {irrep.name: irrep for irrep in group.irreps()}
-    return [entry_basis(irreps[name])[elements] / np.sqrt(group.order) for name in key_irreps]
+    return [irreps[name] for name in key_irreps]
 
 
 def activation_fve(group: Group, acts: np.ndarray, answers: np.ndarray, key_irreps: list[str]) -> dict[str, float]:
     """Fractions of the variance of activations over all pairs ``[|G|², H]`` (centred over pairs) explained
-    by the key irreps' ``ρ(a)``, ``ρ(b)`` and ``ρ(w(a, b))`` entries."""
-    n = group.order
-    pairs = np.arange(n * n)
+    by the key irreps' ``ρ(a)``, ``ρ(b)`` and ``ρ(w(a, b))`` terms; exact for any word (each in [0, 1], summing
+    to the fraction explained by their union, see :mod:`groupcc.eval.pair_terms`)."""
     centred = acts - acts.mean(axis=0, keepdims=True)
-    return {
-        term: fraction_explained(centred, _pair_bases(group, key_irreps, elements))
-        for term, elements in (("rho_a", pairs // n), ("rho_b", pairs % n), ("rho_ab", answers))
-    }
+    return term_fractions(centred, term_bases(group, _key_irreps(group, key_irreps), answers))
 
 
-def key_output_part(group: Group, acts: np.ndarray, answers: np.ndarray, key_irreps: list[str]) -> np.ndarray:
-    """The projection of the centred activations on the key irreps' ``ρ(w(a, b))`` spans."""
-    centred = acts - acts.mean(axis=0, keepdims=True)
-    part = np.zeros_like(centred)
-    for basis in _pair_bases(group, key_irreps, answers):
-        part += basis @ (basis.T @ centred)
-    return part
+def key_output_projection(group: Group, acts: np.ndarray, answers: np.ndarray, key_irreps: list[str]) -> np.ndarray:
+    """``P_key acts``: the projection of ``acts`` ``[|G|², H]`` on the span of the key irreps' ``ρ(w(a, b))``
+    entries (one orthonormal basis for all of them, so overlapping spans are not counted twice)."""
+    basis = span_basis(group, _key_irreps(group, key_irreps), term_elements(group, answers)["rho_ab"])
+    return basis @ (basis.T @ acts)
 
 
 @torch.no_grad()
@@ -89,11 +101,14 @@ def _model_matrices(model) -> dict[str, np.ndarray]:
 
 
 def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESHOLD, key_irreps: list[str] | None = None) -> dict:
-    """All the paper's metrics for the run's current weights (computed in float64 on the CPU).
+    """All the paper's metrics for the run's current weights (computed in float64 on the CPU), under the paper's
+    conventions, and our variants of its losses (see the module docstring).
 
     ``key_irreps`` fixes the key irreps (used for progress measures, where they come from the final model);
     otherwise they are the non-trivial irreps whose logit similarity exceeds ``key_threshold``.
     """
+    if isinstance(key_threshold, bool) or not isinstance(key_threshold, (int, float)) or not 0 <= key_threshold < 1:
+        raise GroupccError(f"key threshold must be a logit similarity in [0, 1), got {key_threshold!r}")
     group, data = run.group, run.data
     model = copy.deepcopy(run.model).double().cpu().eval()
     a, b, answers = data.a.cpu(), data.b.cpu(), data.answer.cpu()
@@ -105,15 +120,23 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
     if key_irreps is None:
         key_irreps = [name for name, sim in similarities.items() if sim > key_threshold and not irreps[name].is_trivial]
     hidden_np = hidden.numpy()
-    terms = activation_fve(group, hidden_np, answers.numpy(), key_irreps)
-    out_part = key_output_part(group, hidden_np, answers.numpy(), key_irreps)
-    restricted = torch.from_numpy(hidden_np.mean(axis=0, keepdims=True) + out_part)
-    excluded = torch.from_numpy(hidden_np - out_part)
+    answers_np = answers.numpy()
+    terms = activation_fve(group, hidden_np, answers_np, key_irreps)
+    mean = hidden_np.mean(axis=0, keepdims=True)
+    key_part = torch.from_numpy(key_output_projection(group, hidden_np, answers_np, key_irreps))
+    key_part_centred = torch.from_numpy(key_output_projection(group, hidden_np - mean, answers_np, key_irreps))
     train, test = data.train.cpu(), data.test.cpu()
+    excluded = hidden - key_part
     with torch.no_grad():
-        restricted_loss = float64_cross_entropy(model.logits_from_hidden(restricted, a, b), answers)
-        excluded_logits = model.logits_from_hidden(excluded[train], a[train], b[train])
-        excluded_loss = float64_cross_entropy(excluded_logits, answers[train])
+        losses = {
+            "restricted_loss": float64_cross_entropy(model.output_path_logits(key_part), answers),
+            "excluded_loss": float64_cross_entropy(model.output_path_logits(excluded[train]), answers[train]),
+            "restricted_loss_with_mean": float64_cross_entropy(
+                model.logits_from_hidden(torch.from_numpy(mean) + key_part_centred, a, b), answers),
+        }
+        if run.config.architecture.arch == "transformer":
+            losses["excluded_loss_with_residual"] = float64_cross_entropy(
+                model.logits_from_hidden(excluded[train], a[train], b[train]), answers[train])
     test_logits = logits[test]
     return {
         "key_irreps": key_irreps,
@@ -121,9 +144,9 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
         "logit_similarity": similarities,
         "fve": {name: fraction_explained(matrix, [entry_basis(irreps[k]) for k in key_irreps]) for name, matrix in _model_matrices(model).items()},
         "fve_mlp": terms["rho_a"] + terms["rho_b"] + terms["rho_ab"],
+        "fve_terms": terms,
         "fve_rho_ab": terms["rho_ab"],
-        "restricted_loss": float(restricted_loss),
-        "excluded_loss": float(excluded_loss),
+        **{name: float(value) for name, value in losses.items()},
         "train_loss": float(float64_cross_entropy(logits[train], answers[train])),
         "test_loss": float(float64_cross_entropy(test_logits, answers[test])) if len(test) else float("nan"),
         "test_accuracy": float((test_logits.argmax(-1) == answers[test]).double().mean()) if len(test) else float("nan"),
@@ -132,7 +155,6 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
 
 def progress_measures(run: ComposerRun, key_irreps: list[str], progress: bool = True) -> list[dict]:
     """:func:`composer_metrics` at every saved checkpoint, with the final model's key irreps fixed."""
-    
     final_state = copy.deepcopy(run.model.state_dict())
     records = []
     try:

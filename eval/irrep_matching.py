@@ -1,10 +1,10 @@
 """Matching features of a composer layer to irreps.
 
-A feature's activation over all ``|G|²`` pairs, ``f(a, b)``, is centred and projected on the spans of the entries
-of ``ρ(a)``, ``ρ(b)`` and ``ρ(w(a, b))`` for every non-trivial irrep ``ρ`` (``w`` is the task, ``a·b`` by default).
-These spans are mutually orthogonal (see :mod:`groupcc.eval.composer_metrics`), so the fractions add up to at most 1:
+A feature's activation over all ``|G|²`` pairs, ``f(a, b)``, is centred and projected, for every non-trivial irrep
+``ρ``, on the ``ρ(a)``, ``ρ(b)`` and ``ρ(w(a, b))`` terms (``w`` is the task, ``a·b`` by default), made mutually
+orthogonal for any word by :func:`groupcc.eval.pair_terms.term_bases`, so the fractions add up to at most 1:
 
-    fve_ρ(f) = Σ_{t ∈ a, b, w} ‖Q_{ρ,t}ᵀ f_c‖² / ‖f_c‖²
+    fve_ρ(f) = Σ_{t ∈ a, b, w} ‖Q_{ρ,t}ᵀ f_c‖² / ‖f_c‖²   (the fraction explained by the union of the three spans)
 
 The feature's irrep is the ``ρ`` with the largest ``fve_ρ``; when even that explains less than ``min_explained``
 the feature is labelled :data:`MIXED` (a feature of several irreps at once, such as a lookup of one answer).
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from groupcc.groups import Group, GroupError, entry_basis
+from groupcc.groups import Group, GroupError
+
+from .pair_terms import TERMS, term_bases, term_fractions
 
 
 MIXED = "mixed"
@@ -46,17 +48,12 @@ def match_irreps(group: Group, feature_acts_PF: np.ndarray, answers: np.ndarray,
     acts = np.asarray(feature_acts_PF, dtype=np.float64)
     if acts.ndim != 2 or acts.shape[0] != n * n:
         raise GroupError(f"irrep matching needs feature activations on all {n * n} pairs of {group.name} as [pairs, features], got shape {acts.shape}")
-    pairs = np.arange(n * n)
-    elements = (pairs // n, pairs % n, np.asarray(answers))
     centred = acts - acts.mean(axis=0)
-    total = (centred**2).sum(axis=0)
     irreps = group.irreps()
-    per_term = np.zeros((acts.shape[1], len(irreps), 3))
+    per_term = np.zeros((acts.shape[1], len(irreps), len(TERMS)))
     for r, irrep in enumerate(irreps[1:], start=1):
-        basis = entry_basis(irrep) / np.sqrt(n)
-        for t, element in enumerate(elements):
-            per_term[:, r, t] = ((basis[element].T @ centred) ** 2).sum(axis=0)
-    per_term /= np.where(total > 0, total, 1.0)[:, None, None]
+        fractions = term_fractions(centred, term_bases(group, [irrep], answers), per_column=True)
+        per_term[:, r] = np.stack([fractions[term] for term in TERMS], axis=1)
     fve = per_term.sum(axis=2)
     best = fve.argmax(axis=1)
     explained = fve[np.arange(len(best)), best]

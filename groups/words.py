@@ -12,6 +12,8 @@ from .errors import GroupError
 from .group import Group
 
 _FACTOR = re.compile(r"^([ab])(?:\^(-?\d+))?$")
+MAX_POWER_DIGITS = 18  # powers are reduced modulo the group's exponent; longer ones are typos
+MAX_FACTORS = 64
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ def power_table(group: Group, k: int) -> np.ndarray:
     """``[|G|]``: ``g^k`` for every element (negative ``k`` uses inverses)."""
     base = np.arange(group.order) if k >= 0 else group.inverse.copy()
     result = np.zeros(group.order, dtype=np.int64)
-    for _ in range(abs(k) % np.lcm.reduce(group.element_orders)):
+    for _ in range(abs(k) % int(np.lcm.reduce(group.element_orders))):  # g^exponent = e: reduce first (Python ints)
         result = group.mult_table[result, base]
     return result
 
@@ -51,5 +53,10 @@ def parse_word(text: str) -> Word:
             raise GroupError(
                 f"bad word {text!r}: expected factors 'a' or 'b' with an optional power such as a^-1 or b^2, joined by '*'"
             )
-        factors.append((match.group(1), int(match.group(2) or 1)))
+        power = match.group(2) or "1"
+        if len(power.lstrip("-")) > MAX_POWER_DIGITS:
+            raise GroupError(f"bad word {text!r}: power {power} has more than {MAX_POWER_DIGITS} digits")
+        factors.append((match.group(1), int(power)))
+    if len(factors) > MAX_FACTORS:
+        raise GroupError(f"bad word {text!r}: {len(factors)} factors, expected at most {MAX_FACTORS}")
     return Word(tuple(factors))

@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from groupcc.eval.composer_metrics import activation_fve, composer_metrics, fraction_explained, logit_similarities
-from groupcc.groups import entry_basis
-from groupcc.groups import get_group
+from groupcc.eval.irrep_matching import match_irreps
+from groupcc.eval.pair_terms import term_bases, term_elements
+from groupcc.groups import entry_basis, get_group, parse_word
 from groupcc.training.composer_training import default_config, load_composer, fit_composer
 
 
@@ -58,3 +61,54 @@ def test_metrics_of_a_trained_tiny_composer(tmp_path):
     assert metrics["fve"]["W_a"] > 0.98 and metrics["fve"]["W_b"] > 0.98
     assert 0 < metrics["fve_rho_ab"] < metrics["fve_mlp"] <= 1
     assert metrics["restricted_loss"] < 1e-3 < metrics["excluded_loss"]
+
+
+def _random_word(draw_letters, exponents) -> str:
+    return "*".join(f"{letter}^{power}" if power != 1 else letter for letter, power in zip(draw_letters, exponents))
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(["S3", "D4", "C6", "A4", "Q8", "S3xC2"]),
+       letters=st.lists(st.sampled_from("ab"), min_size=1, max_size=4),
+       powers=st.lists(st.sampled_from([-2, -1, 1, 2, 3]), min_size=4, max_size=4),
+       planted=st.sampled_from(["random", "rho_a", "rho_b", "rho_ab"]), seed=st.integers(0, 2**16))
+def test_term_fractions_are_exact_for_any_word(name, letters, powers, planted, seed):
+    """For any word, the ρ(a), ρ(b), ρ(w) fractions are in [0, 1] and sum to the fraction of the union of the
+    three spans, even when those spans overlap (words not bijective in a letter) -- also for activations planted
+    in exactly one span, which separate projections counted up to twice."""
+    group = get_group(name)
+    answers = parse_word(_random_word(letters, powers)).evaluate(group).reshape(-1)
+    irreps = group.irreps()[1:]
+    rng = np.random.default_rng(seed)
+    elements = term_elements(group, answers)
+    if planted == "random":
+        acts = rng.standard_normal((group.order**2, 7))
+    else:
+        acts = np.concatenate([entry_basis(irrep)[elements[planted]] for irrep in irreps], axis=1) @ rng.standard_normal((sum(entry_basis(i).shape[1] for i in irreps), 7))
+    names = [irrep.name for irrep in irreps]
+    terms = activation_fve(group, acts, answers, names)
+    assert all(-1e-12 <= value <= 1 + 1e-9 for value in terms.values())
+    union = np.concatenate(list(term_bases(group, irreps, answers).values()), axis=1)
+    assert np.allclose(union.T @ union, np.eye(union.shape[1]), atol=1e-8)  # one orthonormal basis: nothing counted twice
+    centred = acts - acts.mean(axis=0)
+    assert sum(terms.values()) == pytest.approx(float(((union.T @ centred) ** 2).sum() / (centred**2).sum()), abs=1e-9)
+    if planted != "random":  # activations inside the union are fully explained, once
+        assert sum(terms.values()) == pytest.approx(1.0, abs=1e-8)
+    match = match_irreps(group, acts, answers, min_explained=0.5)
+    assert np.all(match.explained <= 1 + 1e-9) and np.all(match.term_fve >= -1e-12)
+
+
+def test_conjugation_word_credits_the_shared_part_to_b():
+    """w = a b a⁻¹: E_a ρ(a b a⁻¹) = (χ(b)/d)·I overlaps ρ(b). Activations = the trace of ρ(b) are ρ(b) and
+    (in part) ρ(w): separate projections gave more than 1; here ρ(b) takes them whole."""
+    group = get_group("S4")
+    answers = parse_word("a*b*a^-1").evaluate(group).reshape(-1)
+    standard = next(i for i in group.irreps() if i.name == "[3,1]")
+    b = np.arange(group.order**2) % group.order
+    acts = standard.character[b][:, None].astype(float)
+    terms = activation_fve(group, acts, answers, ["[3,1]"])
+    assert terms["rho_b"] == pytest.approx(1.0) and terms["rho_ab"] == pytest.approx(0.0, abs=1e-9)
+    basis = entry_basis(standard) / np.sqrt(group.order)
+    centred = acts - acts.mean(axis=0)
+    separate = sum(float(((basis[e].T @ centred) ** 2).sum() / (centred**2).sum()) for e in term_elements(group, answers).values())
+    assert separate > 1.2  # what the old per-term sum reported

@@ -1,6 +1,7 @@
 """``groupcc composer train`` and ``eval`` end to end on a tiny group, and their one-line errors."""
 
 import json
+import sys
 
 import pytest
 
@@ -55,9 +56,58 @@ def test_sigterm_during_training_exits_with_the_resume_command(tmp_path, monkeyp
     def stopped_by_sigterm(*args, **kwargs):  # what fit_composer raises once SIGTERM stopped the loop and it saved the state
         raise TrainingInterrupted(7)
 
-    monkeypatch.setattr(composer_cmd, "fit_composer", stopped_by_sigterm)
+    monkeypatch.setattr(composer_cmd, "fit_composer_seeds", stopped_by_sigterm)
     out = tmp_path / "stopped"
     with pytest.raises(SystemExit) as stopped:  # the interpreter prints it as one line and exits 1
         main(["composer", "train", "--group", "S3", "--out", str(out), "--quiet"])
     message = str(stopped.value.code)
     assert "\n" not in message and message.endswith(f"--out {out} --resume'")
+
+
+def test_seeds_train_together_and_tabulate(tmp_path, capsys):
+    """`--seeds 1-2` writes one ordinary run per seed; `composer table` puts them in one row, mean ± sd, in Markdown
+    and CSV, with the paper's value only for the paper's groups."""
+    out = tmp_path / "s3"
+    assert main(["composer", "train", "--group", "S3", "--seeds", "1-2", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "seed 1" in printed and "seed 2" in printed
+    runs = [out / "s1", out / "s2"]
+    assert all((run / "model.safetensors").exists() for run in runs)
+    assert main(["composer", "table", *map(str, runs)]) == 0
+    table = capsys.readouterr().out
+    assert "| S3 | 1,2 |" in table and " ± " in table and "(" not in table.split("| S3 |")[1].split("\n")[0]
+    assert main(["composer", "table", *map(str, runs), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("group,arch,task,seeds,metric,mean,sd,paper") and len(lines) == 1 + 8
+    fve = {line.split(",")[4]: float(line.split(",")[5]) for line in lines[1:]}
+    assert all(0 <= fve[name] <= 1 for name in ("W_a", "W_b", "W_U", "MLP", "ρ(ab)"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "3-1"], "expected seeds >= 0"),
+    (["--seeds", "1,1"], "distinct seeds"),
+    (["--seeds", "1-2", "--seed", "3"], "either --seed or --seeds"),
+    (["--lr", "nan"], "lr must be a finite number"),
+    (["--patience", "-1"], "patience must be"),
+])
+def test_bad_seed_and_training_values_are_one_line(tmp_path, capsys, argv, message):
+    try:
+        code = main(["composer", "train", "--group", "S3", "--out", str(tmp_path / "run"), *argv])
+    except SystemExit as stopped:  # argparse's errors and messages given to SystemExit, as the interpreter prints them
+        code = stopped.code
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+    assert code not in (0, None)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_contradicting_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["composer", "train", "--group", "S3", "--out", str(out), "--epochs", "20", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["composer", "train", "--group", "S4", "--out", str(out), "--resume"]) != 0
+    assert "the run has group='S3'" in capsys.readouterr().err
+    assert main(["composer", "train", "--group", "S3", "--out", str(out), "--epochs", "50", "--resume"]) != 0
+    assert "the run has epochs=20" in capsys.readouterr().err

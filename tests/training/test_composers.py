@@ -1,13 +1,23 @@
 """Composer models and their training: exactness of the fast forward passes, learning, resume, errors."""
 
+import dataclasses
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from groupcc.errors import GroupccError
 from groupcc.groups import GroupError, get_group, parse_word
-from groupcc.training.composer_training import default_config, fit_composer, load_composer, split_pairs
+from groupcc.training.composer_training import (
+    converged,
+    default_config,
+    fit_composer,
+    fit_composer_seeds,
+    load_composer,
+    split_pairs,
+)
 from groupcc.training.composers import ComposerArchitecture, build_composer
 
 TINY = dict(train_frac=0.9, lr=1e-2, seed=1)
@@ -109,6 +119,54 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     assert (tmp_path / "straight" / "history.json").read_text() == (tmp_path / "resumed" / "history.json").read_text()
 
 
+@pytest.mark.parametrize("arch, sizes", [("mlp", dict(d_embed=16, d_hidden=16)),
+                                         ("transformer", dict(d_model=16, n_heads=2, d_head=8, d_mlp=16))])
+def test_seeds_trained_together_follow_their_own_runs(tmp_path, arch, sizes):
+    """One AdamW over stacked weights gives each seed the trajectory of a run of its own: same initial weights and
+    split, per-seed gradients (the summed loss separates) and elementwise updates."""
+    config = default_config("S3", arch, epochs=60, n_checkpoints=3, **sizes, **TINY)
+    outs = [tmp_path / f"batch_s{seed}" for seed in (1, 2, 3)]
+    fit_composer_seeds(config, [1, 2, 3], outs, progress=False)
+    for seed, out in zip((1, 2, 3), outs):
+        fit_composer(dataclasses.replace(config, seed=seed), tmp_path / f"alone_s{seed}", progress=False)
+        together, alone = load_composer(out), load_composer(tmp_path / f"alone_s{seed}")
+        assert together.config.seed == seed and torch.equal(together.data.train, alone.data.train)
+        for (name, p), (_, q) in zip(together.model.named_parameters(), alone.model.named_parameters()):
+            assert torch.allclose(p, q, atol=1e-5, rtol=1e-4), name
+        assert len(together.checkpoints()) == len(alone.checkpoints()) == 3
+    assert not torch.equal(load_composer(outs[0]).model.embed_a if arch == "mlp" else load_composer(outs[0]).model.embed,
+                           load_composer(outs[1]).model.embed_a if arch == "mlp" else load_composer(outs[1]).model.embed)
+
+
+def test_seed_batch_resumes_bit_exactly_and_per_seed(tmp_path):
+    config = default_config("C5", "mlp", epochs=200, d_embed=16, d_hidden=16, **TINY)
+    straight = [tmp_path / "straight_1", tmp_path / "straight_2"]
+    fit_composer_seeds(config, [1, 2], straight, progress=False)
+    resumed = [tmp_path / "resumed_1", tmp_path / "resumed_2"]
+    with pytest.raises(KeyboardInterrupt):
+        fit_composer_seeds(config, [1, 2], resumed, progress=False, on_epoch=interrupt_at(70))
+    fit_composer_seeds(config, [1, 2], resumed, resume=True, progress=False)
+    for a, b in zip(straight, resumed):
+        assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    # Each seed's saved state is an ordinary run's: a single-seed resume continues it.
+    single = [tmp_path / "single_1", tmp_path / "single_2"]
+    with pytest.raises(KeyboardInterrupt):
+        fit_composer_seeds(config, [1, 2], single, progress=False, on_epoch=interrupt_at(70))
+    fit_composer(config, single[1], resume=True, progress=False)
+    assert load_composer(single[1]).config.seed == 2
+    with pytest.raises(GroupccError, match="own output directory"):
+        fit_composer_seeds(config, [1, 2], [tmp_path / "x", tmp_path / "x"], progress=False)
+
+
+def test_early_stopping_ends_a_grokked_run(tmp_path):
+    config = default_config("S3", "mlp", epochs=20_000, patience=500, d_embed=16, d_hidden=32, **TINY)
+    metrics = fit_composer(config, tmp_path / "run", progress=False)
+    assert metrics["stopped_early"] and metrics["epochs_done"] < 20_000 and metrics["test_accuracy"] == 1.0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert converged(history, 500) and not converged(history[:-30], 500)
+    assert (tmp_path / "run" / "checkpoints" / f"epoch_{metrics['epochs_done']:07d}.safetensors").exists()
+
+
 def test_paper_defaults_and_errors(tmp_path):
     s5 = default_config("S5", "mlp")
     assert (s5.train_frac, s5.epochs, s5.architecture.d_embed, s5.architecture.d_hidden) == (0.4, 250_000, 256, 128)
@@ -117,8 +175,14 @@ def test_paper_defaults_and_errors(tmp_path):
     assert default_config("D59", "transformer").epochs == 100_000
     with pytest.raises(GroupError, match="unknown group name"):
         default_config("X5")
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+    with pytest.raises(ValueError, match=r"train_frac must be a finite number in \(0, 1\), got 1.0"):
         default_config("S3", train_frac=1.0)
+    for option, value in [("lr", float("nan")), ("weight_decay", float("inf")), ("seed", 2**64), ("n_checkpoints", 0),
+                          ("epochs", 0), ("betas", (0.9, 1.0)), ("d_hidden", 0), ("n_heads", -1), ("device", "gpu")]:
+        with pytest.raises(ValueError, match=option if option != "device" else "unknown device"):
+            default_config("S3", "transformer", **{option: value})
+    small = default_config("D7")  # outside the paper's table: the small-group defaults, early stopping on
+    assert (small.train_frac, small.lr, small.patience) == (0.9, 1e-2, 1000) and default_config("S5").patience == 0
     with pytest.raises(ValueError, match="bad word"):
         default_config("S3", task="a*c")
     config = default_config("C3", "mlp", epochs=5, d_embed=4, d_hidden=4)
