@@ -175,5 +175,24 @@ def format_metrics(run, metrics: dict) -> str:
         f"excluded {metrics['excluded_loss']:.3g}  restricted {metrics['restricted_loss']:.2e}  (the paper's definitions)",
         "ours: restricted with the mean kept " + f"{metrics['restricted_loss_with_mean']:.2e}"
         + (f", excluded through the residual path {metrics['excluded_loss_with_residual']:.3g}" if "excluded_loss_with_residual" in metrics else ""),
+        *paper_summary_line(run),
         f"wrote {run.path / 'metrics.json'} and plots in {run.path / 'plots'}",
     ])
+
+
+#: The paper's summary_metrics.json keys beside ours (an imported run keeps that file's numbers).
+PAPER_SUMMARY_KEYS = [("W_a", "percent_x_embed_explained"), ("W_b", "percent_y_embed_explained"),
+                      ("W_U", "percent_unembed_explained"), ("MLP", "percent_hidden_explained"),
+                      ("ρ(ab)", "percent_hidden_xy_explained"), ("excluded", "total_hidden_excluded_loss"),
+                      ("restricted", "total_hidden_restricted_loss"), ("test loss", "test_loss")]
+
+
+def paper_summary_line(run) -> list[str]:
+    """For a run imported from the paper's code with its summary_metrics.json: the paper's stored numbers."""
+    path = run.path / "metrics.json"
+    stored = json.loads(path.read_text()).get("imported", {}).get("paper_summary_metrics") if path.exists() else None
+    if not stored:
+        return []
+    parts = [f"{name} {stored[key]:.2%}" if not name.endswith(("loss", "excluded", "restricted")) else f"{name} {stored[key]:.3g}"
+             for name, key in PAPER_SUMMARY_KEYS if key in stored]
+    return [f"the paper's stored metrics (summary_metrics.json): {'  '.join(parts)}"] if parts else []

@@ -165,3 +165,22 @@ def test_wrong_shapes_and_nonzero_biases_name_the_key(tmp_path):
     with pytest.raises(GroupccError, match="not a torch state dict"):
         import_paper_run(tmp_path / "p3", tmp_path / "o3")
     assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3"))
+
+
+def test_cli_import_then_eval_shows_the_papers_stored_numbers(tmp_path, capsys):
+    from groupcc.cli import main
+
+    group = get_group("D5")
+    phi, _ = paper_element_map("DihedralGroup", 5, group)
+    state = paper_state_from(build_composer(ComposerArchitecture("mlp", n_elements=10, **SIZES["mlp"])), phi, "mlp")
+    paper = write_paper_run(tmp_path / "paper", "DihedralGroup", 5, "mlp", state)
+    (paper / "summary_metrics.json").write_text(json.dumps({"percent_x_embed_explained": 0.9971, "test_loss": 6.3e-06,
+                                                             "total_hidden_restricted_loss": float("nan")}))
+    assert main(["composer", "import", str(paper), "--out", str(tmp_path / "ours")]) == 0
+    out, err = capsys.readouterr()
+    assert "imported the paper's mlp on D5 (seed 2, 50 training pairs)" in out
+    assert err.count("\n") == 1 and "computes the product on" in err  # an untrained model is flagged in one line
+    stored = json.loads((tmp_path / "ours" / "metrics.json").read_text())
+    assert stored["imported"]["paper_summary_metrics"] == {"percent_x_embed_explained": 0.9971, "test_loss": 6.3e-06}
+    assert main(["composer", "eval", str(tmp_path / "ours"), "--no-progress", "--quiet"]) == 0
+    assert "the paper's stored metrics (summary_metrics.json): W_a 99.71%  test loss 6.3e-06" in capsys.readouterr().out
