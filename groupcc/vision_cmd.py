@@ -7,11 +7,12 @@ import argparse
 from groupcc.training.devices import resolve_device
 from groupcc.training.testbed import TestbedConfig, train_testbed
 from groupcc.training.vision_harvest import POSITIONS, harvest_images, vision_images
-from groupcc.training.vision_models import MODEL_HELP, load_vision_model, model_source
+from groupcc.training.vision_models import MODEL_HELP, load_vision_model, model_source, weights_source
 
 from .options import add_options, option_values
 
-IMAGES_HELP = "'shapes' (the built-in generator of lines, curves, corners, rings), a .npy array, or a folder of PNG/JPEG files"
+IMAGES_HELP = ("'shapes' (the built-in generator of lines, curves, corners, rings), 'photos' (seeded random square crops of "
+               "the photographs inside scikit-image, scikit-learn and matplotlib), a .npy array, or a folder of PNG/JPEG files")
 TESTBED_OPTIONS = ["size", "n_train", "n_test", "epochs", "batch_size", "lr", "seed", "device"]
 
 
@@ -21,16 +22,17 @@ def add_vision_commands(commands) -> None:
 
     harvest = sub.add_parser("harvest", help="a layer's activations on every rotation/reflection of a set of images")
     harvest.add_argument("--model", required=True, help=MODEL_HELP)
-    harvest.add_argument("--weights", help="weights file (.safetensors, .pt, .pth) for 'inception' or an import path")
-    harvest.add_argument("--layer", required=True, help="layer name (a submodule, e.g. conv2 or mixed3b)")
-    add_options(harvest, harvest_images, ["group", "position"], choices={"position": POSITIONS},
-                helps={"group": "dihedral group D<n>: rotations by 360°/n and reflections", "position": "where to read the feature map"})
+    harvest.add_argument("--weights", help="weights file (.safetensors, .pt, .pth) for 'inception', 'mobilenet_v2' or an import path")
+    harvest.add_argument("--layer", required=True, help="layer name (a submodule, e.g. conv2, mixed3b or features.7.conv.0)")
+    add_options(harvest, harvest_images, ["group", "position", "batch_size"], choices={"position": POSITIONS}, helps={
+        "group": "dihedral group D<n>: rotations by 360°/n and reflections", "position": "where to read the feature map",
+        "batch_size": "images × transforms per forward pass; bounds the memory (default: 32 on a CPU, 1024 on a GPU)"})
     harvest.add_argument("--exact", action="store_true", help="fail unless every rotation is a multiple of 90° (no interpolation)")
     harvest.add_argument("--images", default="shapes", help=IMAGES_HELP)
     add_options(harvest, vision_images, ["n_images", "size", "max_offset", "seed"], defaults={"n_images": 2048}, helps={
-        "n_images": "images to generate (shapes) or to use at most", "size": "side of generated images (shapes)",
+        "n_images": "images to generate (shapes, photos) or to use at most", "size": "side of generated images (shapes, photos)",
         "max_offset": "shapes: largest shift off the centre in pixels (0 keeps their symmetries exact)",
-        "seed": "seed of the generated shapes"})
+        "seed": "seed of the generated shapes or photo crops"})
     harvest.add_argument("--out", required=True, help="new activation store directory")
     harvest.add_argument("--overwrite", action="store_true", help="replace an existing store at --out (once the new one is complete)")
     harvest.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
@@ -48,8 +50,9 @@ def add_vision_commands(commands) -> None:
 def run_vision_harvest(args: argparse.Namespace) -> None:
     model = load_vision_model(args.model, args.weights, resolve_device(args.device))
     images, metadata = vision_images(args.images, args.n_images, args.size, args.seed, args.max_offset)
-    store = harvest_images(model, args.layer, images, args.group, position=args.position, exact=args.exact, out=args.out,
-                           overwrite=args.overwrite, metadata={**metadata, "model": args.model}, source=model_source(args.model),
+    metadata = {**metadata, "model": args.model, "weights": weights_source(args.model, args.weights)}
+    store = harvest_images(model, args.layer, images, args.group, position=args.position, exact=args.exact, batch_size=args.batch_size,
+                           out=args.out, overwrite=args.overwrite, metadata=metadata, source=model_source(args.model),
                            progress=not args.quiet)
     n, blocks, width = store.shape
     print(f"harvested {n} inputs x {blocks} transforms x width {width} from {args.layer!r} of {args.model} "

@@ -28,16 +28,13 @@ Lucent's default "redirected" ReLU changes only gradients, not activations; this
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from groupcc.errors import GroupccError
-
 from .runs import write_safetensors
+from .weight_files import WeightsError, check_state_dict, read_state_dict
 
 #: Hookable layer name -> channels of its activation.
 INCEPTION_LAYERS: dict[str, int] = {
@@ -62,9 +59,10 @@ _MIXED_WIDTHS: dict[str, tuple[int, int, int, int, int, int]] = {
 #: Mixed blocks preceded by a stride-2 max pool.
 _POOL_BEFORE = ("mixed4a", "mixed5a")
 N_CLASSES = 1008
+LAYOUT = "lucent's InceptionV1"
 
 
-class InceptionWeightsError(GroupccError):
+class InceptionWeightsError(WeightsError):
     """A missing, unreadable or mismatched InceptionV1 weights file (one line naming the file)."""
 
 
@@ -175,43 +173,12 @@ def load_inception_v1(path: str | Path, device: str | torch.device = "cpu") -> I
     state = _read_state_dict(path)
     model = InceptionV1()
     native = {lucent_key(name): name for name in model.state_dict()}
-    _check_matches(path, state, {name: tensor.shape for name, tensor in lucent_state_dict(model).items()})
+    check_state_dict(path, state, {name: tensor.shape for name, tensor in lucent_state_dict(model).items()}, LAYOUT, InceptionWeightsError)
     model.load_state_dict({native[name]: tensor for name, tensor in state.items()})
     return model.to(device).eval()
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of the weights file, under lucent's names (``module.`` prefixes stripped)."""
-    expected = "expected a .safetensors or torch.save (.pt/.pth) file holding lucent's InceptionV1 state dict"
-    if not path.is_file():
-        raise InceptionWeightsError(f"InceptionV1 weights file {str(path)!r} not found: {expected}")
-    try:
-        if path.suffix == ".safetensors":
-            loaded = load_file(path)
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load and safetensors raise many kinds on a corrupt file
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise InceptionWeightsError(f"cannot read InceptionV1 weights {str(path)!r} ({reason}): {expected}") from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(wrapper), Mapping):
-            loaded = loaded[wrapper]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise InceptionWeightsError(f"InceptionV1 weights {str(path)!r} hold a {type(loaded).__name__}, not a state dict of tensors: {expected}")
-    return {lucent_key(str(name).removeprefix("module.")): tensor for name, tensor in loaded.items()}
-
-
-def _check_matches(path: Path, state: Mapping[str, torch.Tensor], shapes: Mapping[str, torch.Size]) -> None:
-    """Raise unless ``state`` has exactly the keys of ``shapes``, each with that shape."""
-    for problem, names in (("missing", [n for n in shapes if n not in state]), ("unexpected", [n for n in state if n not in shapes])):
-        if names:
-            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-            raise InceptionWeightsError(
-                f"InceptionV1 weights {str(path)!r}: {len(names)} {problem} key(s) ({shown}); "
-                f"expected exactly the {len(shapes)} tensors of lucent's InceptionV1 state dict"
-            )
-    for name, shape in shapes.items():
-        if state[name].shape != shape:
-            raise InceptionWeightsError(
-                f"InceptionV1 weights {str(path)!r}: tensor {name} has shape {tuple(state[name].shape)}, expected {tuple(shape)}"
-            )
+    """The tensors of the weights file, under lucent's names."""
+    state = read_state_dict(path, LAYOUT, InceptionWeightsError)
+    return {lucent_key(name): tensor for name, tensor in state.items()}

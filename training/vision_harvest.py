@@ -8,7 +8,13 @@
 - ``all``: every position as its own input. The feature map of ``g·x`` is first mapped back by ``T(g)⁻¹``, so that
   position ``p`` of every block is the same point of ``x``; rows are ``(image, position)``, image-major.
 
-Images come from a ``.npy`` array, a folder of PNG/JPEG files, or the built-in shape generator (``shapes``).
+Images come from a ``.npy`` array, a folder of PNG/JPEG files, the built-in shape generator (``shapes``) or crops of
+the photographs that ship inside installed packages (``photos``, :mod:`groupcc.training.photos`).
+
+Batches: each forward pass runs ``batch_size`` rows, the ``|G|`` transforms of ``batch_size // |G|`` images (at
+least one image), so memory is bounded by the batch size whatever the number of images; images are read from their
+source a batch at a time. The forward pass stops once the layer has run (:class:`UpToLayer`): what comes after the
+layer cannot change its output.
 """
 
 from __future__ import annotations
@@ -23,12 +29,19 @@ from torch import nn
 from groupcc.errors import GroupccError
 
 from .activation_store import ActivationSource
-from .harvest import check_new_output, collect, iter_harvest
+from .harvest import check_new_output, collect, iter_harvest, resolve_layer
 from .image_actions import DihedralImageAction
+from .photos import PhotoCrops
 from .shapes import SHAPE_KINDS, generate_shapes
 
 POSITIONS = ("centre", "pooled", "all")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Rows (images × transforms) per forward pass when none is given: CPUs run small batches fastest (they stay in
+#: cache), GPUs large ones.
+DEFAULT_BATCH = {"cpu": 32, "cuda": 1024}
+#: What ``images`` may be: a tensor, or anything that reads like one (``len``, ``shape``, ``ndim``, indexing by an
+#: index tensor), such as :class:`groupcc.training.photos.PhotoCrops`.
+Images = torch.Tensor | PhotoCrops
 
 
 class VisionInputError(GroupccError):
@@ -64,7 +77,59 @@ class PositionReducer:
         return back.flatten(0, 1).flatten(1)  # [|G|·B, C·H·W]
 
 
-def check_model_input(model: nn.Module, images: torch.Tensor) -> None:
+class _LayerReached(Exception):
+    """Raised by a forward hook to end a forward pass once the harvested layer has run."""
+
+
+class UpToLayer(nn.Module):
+    """``model`` run only as far as its submodule ``layer``, with the model's own submodule names.
+
+    The first forward pass runs the whole model and counts the layer's calls; later passes end right after the
+    layer's output (a forward hook raises, after the harvest's own hook has read the output) when it runs once
+    per pass. A module that runs several times per pass (a shared ReLU) keeps the full pass, so that its last
+    output is read, as without this wrapper."""
+
+    def __init__(self, model: nn.Module, layer: str):
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        # a tuple, so that neither is a submodule and named_modules() stays the model's own
+        self._model_and_layer = (model, resolve_layer(model, layer))
+        self._calls_per_pass: int | None = None
+        self.training = model.training
+
+    def train(self, mode: bool = True) -> "UpToLayer":
+        self._model_and_layer[0].train(mode)
+        self.training = mode
+        return self
+
+    def forward(self, *args):
+        model, layer = self._model_and_layer
+        if self._calls_per_pass is None:
+            calls: list[int] = []
+            handle = layer.register_forward_hook(lambda *_: calls.append(1))
+            try:
+                output = model(*args)
+            finally:
+                handle.remove()
+            self._calls_per_pass = len(calls)
+            return output
+        if self._calls_per_pass != 1:
+            return model(*args)
+        handle = layer.register_forward_hook(_stop_forward)
+        try:
+            return model(*args)
+        except _LayerReached:
+            return None
+        finally:
+            handle.remove()
+
+
+def _stop_forward(*_) -> None:
+    raise _LayerReached
+
+
+def check_model_input(model: nn.Module, images: Images) -> None:
     """Fail in one line when the images' channels do not match the model's first convolution."""
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if images.ndim != 4:
@@ -77,20 +142,22 @@ def check_model_input(model: nn.Module, images: torch.Tensor) -> None:
 def iter_vision_harvest(
     model: nn.Module,
     layer: str,
-    images_NCHW: torch.Tensor,
+    images_NCHW: Images,
     action: DihedralImageAction,
     position: str = "centre",
-    rows_per_forward: int = 1024,
+    rows_per_forward: int | None = None,
     progress: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield ``[B, |G|, C]`` activation batches (``[B·H·W, |G|, C]`` for ``all`` positions), in input order.
-    The images move to the model's device batch by batch."""
+    Each forward pass runs ``B·|G|`` rows, ``B = max(1, rows_per_forward // |G|)`` (default
+    :data:`DEFAULT_BATCH` for the model's device); the images are read and moved to that device batch by batch."""
     check_model_input(model, images_NCHW)
     action.check_images(images_NCHW)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
+    rows_per_forward = check_batch_size(rows_per_forward, device)
     reducer = PositionReducer(position, action)
     batches = iter_harvest(
-        model, layer, len(images_NCHW), lambda idx: images_NCHW[torch.as_tensor(idx)].to(device),
+        UpToLayer(model, layer), layer, len(images_NCHW), lambda idx: images_NCHW[torch.as_tensor(idx)].to(device),
         lambda batch: (action.orbit(batch),), action.order, rows_per_forward=rows_per_forward,
         reduce=reducer, progress=progress,
     )
@@ -100,14 +167,28 @@ def iter_vision_harvest(
         yield acts
 
 
+def model_device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def check_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """``batch_size`` rows per forward pass, or the device's default (:data:`DEFAULT_BATCH`) for ``None``."""
+    if batch_size is None:
+        return DEFAULT_BATCH.get(device.type, DEFAULT_BATCH["cuda"])
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise VisionInputError(f"batch_size = {batch_size!r}: expected a positive number of images × transforms per forward pass")
+    return batch_size
+
+
 def harvest_images(
     model: nn.Module,
     layer: str,
-    images_NCHW: torch.Tensor,
+    images_NCHW: Images,
     group: str = "D4",
     *,
     position: str = "centre",
     exact: bool = False,
+    batch_size: int | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
     metadata: dict | None = None,
@@ -116,21 +197,27 @@ def harvest_images(
 ) -> ActivationSource:
     """A vision layer's activations on every rotation and reflection of ``images_NCHW`` under the dihedral ``group``
     (``exact``: refuse angles that are not multiples of 90°), read at ``position``: ``[N, |G|, C]`` (``N·H·W`` rows
-    for ``all``). ``metadata`` (how the images were made, see :func:`vision_images`) and ``source`` (the model) are
-    recorded, with what the analysis needs to redraw the images. A store at ``out`` when given, else in memory."""
+    for ``all``). ``batch_size``: images × transforms per forward pass (see :func:`iter_vision_harvest`).
+    ``metadata`` (how the images were made, see :func:`vision_images`) and ``source`` (the model) are recorded,
+    with what the analysis needs to redraw the images. A store at ``out`` when given, else in memory."""
     check_new_output(out, overwrite)
+    check_batch_size(batch_size, model_device(model))
     action = DihedralImageAction(group, exact=exact or None)
-    batches = iter_vision_harvest(model, layer, images_NCHW, action, position, progress=progress)
+    batches = iter_vision_harvest(model, layer, images_NCHW, action, position, rows_per_forward=batch_size, progress=progress)
     metadata = {**(metadata or {}), "position": position, "n_images": len(images_NCHW), "image_shape": list(images_NCHW.shape[1:])}
     return collect(batches, out, action.order, overwrite=overwrite, group=action.group.name, action="dihedral-image",
                    layer=layer, source=source, metadata=metadata)
 
 
-def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0, max_offset: float = 0.0) -> tuple[torch.Tensor, dict]:
+def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0, max_offset: float = 0.0) -> tuple[Images, dict]:
     """Images ``[N, C, H, W]`` from ``shapes`` (the generator; ``size``, ``seed``, shapes moved by at most
-    ``max_offset`` pixels off the centre, which keeps their symmetries about it exact by default) or a
+    ``max_offset`` pixels off the centre, which keeps their symmetries about it exact by default), ``photos``
+    (``n_images`` seeded crops of the packaged photographs, ``size`` pixels square, made as they are read) or a
     ``.npy``/folder path (at most ``n_images``), and the store metadata that describes them (for generated shapes:
-    each image's kind)."""
+    each image's kind; for photos: each crop's file and box)."""
+    if images == "photos":
+        crops = PhotoCrops(n_images, size, seed)
+        return crops, crops.metadata()
     if images == "shapes":
         shapes = generate_shapes(n_images, size=size, seed=seed, max_offset=max_offset)
         metadata = {
@@ -143,9 +230,13 @@ def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0, max
 
 
 def stored_images(metadata: dict) -> torch.Tensor:
-    """The images a vision store was harvested from, from its metadata (regenerated for ``shapes``)."""
+    """The images a vision store was harvested from, from its metadata (made again for ``shapes`` and ``photos``)."""
     if "images" not in metadata or "n_images" not in metadata:
         raise VisionInputError("the activation store does not record its images: expected a store from 'groupcc vision harvest'")
+    if metadata["images"] == "photos":
+        crops = PhotoCrops(metadata["n_images"], metadata["size"], metadata["seed"], metadata["scales"])
+        crops.check_sources(metadata["sources"])
+        return crops[np.arange(len(crops))]
     images, _ = vision_images(metadata["images"], metadata["n_images"], metadata.get("size", 32), metadata.get("seed", 0),
                               metadata.get("max_offset", 0.0))
     return images

