@@ -66,6 +66,13 @@ class Codes:
             return (self.values > 0).sum(0)
         return torch.bincount(self.feature_ids[self.values > 0], minlength=self.n_features)
 
+    def fired(self) -> Tensor:
+        """``[F]`` bool: whether each feature is positive on any input (cheaper than :meth:`firing_counts`: the
+        values are ``≥ 0``, so a feature fired iff the sum of its values is positive)."""
+        if not self.is_sparse:
+            return (self.values > 0).any(0)
+        return self.values.new_zeros(self.n_features).index_add_(0, self.feature_ids, self.values.detach()) > 0
+
     def l0(self) -> Tensor:
         """``[N]`` (int64): the number of positive features of each input."""
         if not self.is_sparse:
@@ -99,9 +106,64 @@ def batch_topk_codes(pre_NF: Tensor, k: int) -> Codes:
 
 
 def threshold_codes(pre_NF: Tensor, threshold: Tensor) -> Codes:
-    """``f = pre · 1[pre > θ]`` (JumpReLU; BatchTopK at inference, so that codes do not depend on the batch)."""
-    flat_ids = torch.nonzero(pre_NF.flatten() > threshold).flatten()
+    """``f = ReLU(pre) · 1[pre > θ]`` (sparse), ``θ`` a scalar or one per feature ``[F]``: JumpReLU at inference,
+    BatchTopK and Matryoshka at inference (so that codes do not depend on the batch). Not differentiable in ``θ``:
+    training JumpReLU uses :func:`jumprelu_codes`."""
+    flat_ids = torch.nonzero((pre_NF > threshold).flatten()).flatten()
     return _codes_at(pre_NF, flat_ids)
+
+
+def jumprelu_codes(pre_NF: Tensor, threshold_F: Tensor, bandwidth: float) -> Codes:
+    """``f = pre · 1[pre > θ]`` (dense; ``θ ≥ 0``, so ``f = ReLU(pre)·1[pre > θ]``), differentiable in ``θ``
+    through the straight-through estimator of Rajamanoharan et al. (2024), see :class:`_JumpReLU`."""
+    return Codes(_JumpReLU.apply(pre_NF, threshold_F, bandwidth), pre_NF.shape[1])
+
+
+def jumprelu_l0(pre_NF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
+    """``[N]``: ``Σ_i H(pre_i − θ_i)``, the number of active features, with the straight-through gradient
+    ``∂H/∂θ := −(1/ε)·K((pre − θ)/ε)`` (see :class:`_Step`); no gradient reaches ``pre``."""
+    return _Step.apply(pre_NF, threshold_F, bandwidth).sum(1)
+
+
+def _rectangle(u: Tensor) -> Tensor:
+    """``K(u) = 1[|u| < 1/2]``, the kernel of the straight-through estimators."""
+    return (u.abs() < 0.5).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """``f = pre · H(pre − θ)``. Gradients: ``∂f/∂pre = H(pre − θ)`` (exact away from the jump);
+    ``∂f/∂θ := −(θ/ε)·K((pre − θ)/ε)``: the jump of height ``θ`` at ``pre = θ`` smeared over a window of width
+    ``ε``, so that the expected gradient over the data estimates the gradient of the expected loss."""
+
+    @staticmethod
+    def forward(ctx, pre_NF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre_NF, threshold_F)
+        ctx.bandwidth = bandwidth
+        return pre_NF * (pre_NF > threshold_F)
+
+    @staticmethod
+    def backward(ctx, grad_NF: Tensor):
+        pre_NF, threshold_F = ctx.saved_tensors
+        window = _rectangle((pre_NF - threshold_F) / ctx.bandwidth)
+        grad_threshold = (grad_NF * window).sum(0) * (-threshold_F / ctx.bandwidth)
+        return grad_NF * (pre_NF > threshold_F), grad_threshold, None
+
+
+class _Step(torch.autograd.Function):
+    """``H(pre − θ)`` with ``∂H/∂pre = 0`` and ``∂H/∂θ := −(1/ε)·K((pre − θ)/ε)`` (the L0 penalty moves only
+    the thresholds)."""
+
+    @staticmethod
+    def forward(ctx, pre_NF: Tensor, threshold_F: Tensor, bandwidth: float) -> Tensor:
+        ctx.save_for_backward(pre_NF, threshold_F)
+        ctx.bandwidth = bandwidth
+        return (pre_NF > threshold_F).to(pre_NF.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_NF: Tensor):
+        pre_NF, threshold_F = ctx.saved_tensors
+        window = _rectangle((pre_NF - threshold_F) / ctx.bandwidth)
+        return None, (grad_NF * window).sum(0) / -ctx.bandwidth, None
 
 
 def _codes_at(pre_NF: Tensor, flat_ids: Tensor) -> Codes:

@@ -30,6 +30,7 @@ API = {
     "train_dictionary": "groupcc.training.dictionary_trainer", "TrainerConfig": "groupcc.training.dictionary_trainer",
     "load_dictionary": "groupcc.training.dictionary_files", "save_dictionary": "groupcc.training.dictionary_files",
     "evaluate_dictionary": "groupcc.eval.dictionary_metrics",
+    "export_saelens": "groupcc.training.saelens_format", "import_saelens": "groupcc.training.saelens_format",
     # composers
     "train_composer": "groupcc.training.composer_training", "load_composer": "groupcc.training.composer_training",
     "evaluate_composer": "groupcc.eval.composer_evaluation",

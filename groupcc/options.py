@@ -2,7 +2,8 @@
 option's name, type and default have one definition, in the library; validation stays in the dataclass.
 
 ``--foo-bar`` is field ``foo_bar``; an ``int``/``float``/``str`` field takes one value of that type, a ``bool``
-field is a switch, a ``X | None`` field defaults to ``None`` (the library picks). Help texts come from the
+field is a switch, a ``tuple[int, ...]`` field takes comma-separated integers (``--sizes 32,64,256``), a
+``X | None`` field defaults to ``None`` (the library picks). Help texts come from the
 dataclass docstring's ``Attributes:`` section when it has one, else from the command.
 """
 
@@ -72,7 +73,8 @@ def add_options(parser: argparse.ArgumentParser, source, names: list[str], *, fl
                 options["required"] = True
             else:
                 options["default"] = default
-                text = f"{text} (default: {'chosen from the data' if default is None else default})".strip()
+                if "default" not in text:  # a help text that explains its own default keeps it
+                    text = f"{text} (default: {'chosen from the data' if default is None else default})".strip()
         parser.add_argument(flag, help=text.replace("%", "%%"), **options)
 
 
@@ -81,10 +83,20 @@ def option_values(args: argparse.Namespace, names: list[str]) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
-def _scalar(hint) -> type:
-    """``int``, ``float``, ``str`` or ``bool`` for an annotation, looking through ``X | None``."""
+def _scalar(hint):
+    """``int``, ``float``, ``str``, ``bool`` or :func:`_integers` for an annotation, looking through ``X | None``."""
+    if typing.get_origin(hint) is tuple:
+        return _integers
     arguments = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
     kind = arguments[0] if arguments else str
     if kind is bool:
         return bool
     return SCALARS.get(kind, str)
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    """``"32,64,256"`` -> ``(32, 64, 256)`` (the dataclass validates the values)."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 32,64,256") from None

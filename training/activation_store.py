@@ -28,6 +28,7 @@ import torch
 
 from groupcc.crosscoders import DictionaryConfig, DictionaryError
 from groupcc.errors import GroupccError
+from groupcc.groups import PAIR_ACTIONS, GroupError, get_group, pair_action
 
 from .runs import RunError, StagedDirectory, read_json, write_json
 
@@ -102,8 +103,17 @@ class ActivationSource(ABC):
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """``min(n, N)`` rows drawn without replacement (e.g. to initialise a dictionary)."""
+        return self._tensor(self._sample_rows(n, seed))
+
+    def sample_chunks(self, n: int, seed: int = 0, chunk_rows: int = 1024) -> Iterator[torch.Tensor]:
+        """The rows of :meth:`sample`, read ``chunk_rows`` at a time (so that a large sample is never in memory)."""
+        rows = self._sample_rows(n, seed)
+        for start in range(0, len(rows), chunk_rows):
+            yield self._tensor(rows[start:start + chunk_rows])
+
+    def _sample_rows(self, n: int, seed: int) -> np.ndarray:
         rng = np.random.default_rng([seed, 1 << 30])
-        return self._tensor(np.sort(rng.choice(self.n_rows, size=min(n, self.n_rows), replace=False)))
+        return np.sort(rng.choice(self.n_rows, size=min(n, self.n_rows), replace=False))
 
     def _tensor(self, rows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(self.read_rows(rows), dtype=np.float32))
@@ -189,6 +199,88 @@ class SelectBlocks(ActivationSource):
 
     def describe(self) -> dict:
         return {**self.base.describe(), "blocks": self.blocks}
+
+
+class RowSubset(ActivationSource):
+    """A view ``[len(rows), B, d]`` of some rows of a source (a train or held-out split), in increasing order.
+    Its shards are the source's, each holding the chosen rows that fall in it, so batches still read a few
+    shards at a time. ``mean_norm`` is the source's (the input scale is a fixed normalisation of the store, one
+    number that carries nothing about individual inputs)."""
+
+    def __init__(self, base: ActivationSource, rows: np.ndarray):
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or len(rows) == 0 or np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= base.n_rows:
+            raise StoreError(f"rows of a subset: expected a non-empty increasing array of row indices in 0..{base.n_rows - 1}")
+        self.base, self.rows = base, rows
+        self.shape = (len(rows), base.n_blocks, base.d)
+        bounds = np.searchsorted(rows, np.cumsum(base.shard_rows))
+        self.shard_rows = [int(n) for n in np.diff(np.concatenate([[0], bounds])) if n > 0]
+        self.mean_norm = base.mean_norm
+        self.manifest = base.manifest
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.base.read_rows(self.rows[rows])
+
+    @property
+    def label(self) -> str:
+        return f"{len(self.rows)} rows of {self.base.label}"
+
+    def describe(self) -> dict:
+        return {**self.base.describe(), "rows": len(self.rows)}
+
+
+#: Stream of the random generator that draws the held-out orbits (independent of the batch order's).
+SPLIT_STREAM = 3 << 30
+
+
+def input_orbits(source: ActivationSource) -> tuple[np.ndarray, str]:
+    """``([N] orbit label of each row, how they were found)``: rows with the same label are transforms of each
+    other, so that a held-out split must keep them together.
+
+    A composer store records its group and its ``action`` on pairs and has one row per pair ``p = a·|G| + b``;
+    row ``p``'s blocks are the activations of the pairs ``g·p``, so it shares every block with the rows of its
+    orbit ``{g·p}`` (under the left action: all pairs with the same ``b``). The orbit of ``p`` is the column
+    ``pair_action[:, p]`` (a group action's orbit is the image of the whole group), labelled by its smallest
+    pair. Any other source (a vision store, where each image's row is its own orbit, or an array without a
+    manifest) has one orbit per row."""
+    group_name, action = source.manifest.get("group"), source.manifest.get("action")
+    if action not in PAIR_ACTIONS or group_name is None:
+        return np.arange(source.n_rows), "rows"
+    try:
+        group = get_group(group_name)
+    except GroupError:
+        raise StoreError(f"{source.label} records group {group_name!r}, which cannot be rebuilt from its name to find "
+                         "the orbits of its rows: expected orbit labels to be given") from None
+    if source.n_rows != group.order**2:
+        raise StoreError(f"{source.label} has {source.n_rows} rows, but the {action} action of {group_name} acts on "
+                         f"{group.order**2} pairs: expected one row per pair, or orbit labels to be given")
+    return pair_action(group, action).min(axis=0), f"orbits of the {action} action of {group_name} on pairs"
+
+
+def split_rows(orbits_N: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_rows, held_out_rows)``, increasing: whole orbits, drawn in a random order (seed ``(seed,
+    SPLIT_STREAM)``) into the held-out part until it holds at least ``round(val_fraction·N)`` rows. With one
+    row per orbit that is exactly ``round(val_fraction·N)`` rows (576 inputs, 0.2: 115 held out)."""
+    labels = np.asarray(orbits_N)
+    if labels.ndim != 1:
+        raise StoreError(f"orbit labels of shape {list(labels.shape)}: expected one label per row")
+    orbits, orbit_of_row = np.unique(labels, return_inverse=True)
+    order = np.random.default_rng([seed, SPLIT_STREAM]).permutation(len(orbits))
+    sizes = np.bincount(orbit_of_row, minlength=len(orbits))[order]
+    wanted = round(val_fraction * len(labels))
+    n_held_out = int(np.searchsorted(np.cumsum(sizes), wanted)) + 1 if wanted > 0 else 0
+    if not 0 < n_held_out < len(orbits):
+        raise StoreError(f"val_fraction = {val_fraction} of {len(labels)} inputs in {len(orbits)} orbits leaves "
+                         f"{'no held-out' if n_held_out == 0 else 'no training'} inputs: expected a fraction that holds out "
+                         "at least one orbit and keeps at least one")
+    held_out = np.isin(orbit_of_row, order[:n_held_out])
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def reads_transformed_blocks(config: DictionaryConfig, source: ActivationSource) -> bool:
+    """Whether the dictionary trains on blocks other than the identity (a crosscoder's decoder writes them all; an
+    SAE with ``sae_input = "all"`` reads them), so that rows of one orbit share training data."""
+    return source.n_blocks > 1 and (config.kind == "crosscoder" or config.sae_input == "all")
 
 
 def dictionary_input(source: ActivationSource, config: DictionaryConfig) -> ActivationSource:

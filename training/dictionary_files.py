@@ -16,6 +16,8 @@ from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryError
 from .runs import CONFIG, RunError, StagedDirectory, read_json, read_safetensors, write_json, write_safetensors
 
 WEIGHTS_FILE = "dictionary.safetensors"
+#: A training run's held-out split: ``train_rows`` and ``held_out_rows``, row indices into its activations.
+SPLIT_FILE = "split.safetensors"
 FORMAT = "groupcc-dictionary"
 VERSION = 1
 

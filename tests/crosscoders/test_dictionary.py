@@ -220,7 +220,7 @@ def test_l1_loss_is_squared_error_plus_decoder_norm_weighted_l1():
     model, acts = crosscoder("l1"), random_acts()
     model.initialise_from_data(acts)
     output = model(acts)
-    terms = dictionary_loss(model, acts, output, l1_coefficient=0.7)
+    terms = dictionary_loss(model, acts, output, sparsity_coefficient=0.7)
     s = model.input_scale
     squared_error = ((acts - output.recon_NBD) * s).pow(2).sum((1, 2)).mean()
     block_norms = model.W_dec.norm(dim=-1).sum(-1)

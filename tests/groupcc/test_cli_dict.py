@@ -43,12 +43,58 @@ def test_errors_are_one_line(acts, tmp_path, capsys):
         ["dict", "train", "--acts", str(tmp_path / "missing"), "--kind", "sae", "--features", "8", "--out", str(tmp_path / "y")],
         ["dict", "eval", str(tmp_path / "cc"), "--acts", str(tmp_path / "c6acts")],  # another group and width
         ["dict", "eval", str(tmp_path / "nothing"), "--acts", str(acts / "acts")],
+        ["dict", "eval", str(tmp_path / "cc"), "--acts", str(acts / "acts"), "--split", "held-out"],  # trained without one
+        ["dict", "train", "--acts", str(acts / "acts"), "--kind", "sae", "--features", "8", "--val-fraction", "1.5", "--out", str(tmp_path / "y")],
+        ["dict", "train", "--acts", str(acts / "acts"), "--kind", "sae", "--features", "8", "--sparsity", "matryoshka",
+         "--matryoshka-sizes", "4,5", "--out", str(tmp_path / "y")],
+        ["dict", "import", str(tmp_path / "nothing"), "--out", str(tmp_path / "y")],
     ]
     for argv in cases:
         assert main(argv) != 0, argv
         out, err = capsys.readouterr()
         assert err.count("\n") == 1 and err.startswith("groupcc: error: "), (argv, err)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_dict_train_with_a_held_out_split_prints_and_records_held_out_figures(acts, tmp_path, capsys):
+    """D3 under the left action: 6 orbits of 6 pairs; 0.25 of 36 inputs is 9, so 2 orbits (12 inputs) are held out."""
+    out = tmp_path / "cc"
+    argv = ["dict", "train", "--acts", str(acts / "acts"), "--kind", "crosscoder", "--features", "16", "--sparsity", "batchtopk",
+            "--k", "2", "--steps", "40", "--batch-size", "8", "--val-fraction", "0.25", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "held-out FVU" in printed and "(12 held-out inputs)" in printed and "training batch" not in printed
+    assert json.loads((out / "metrics.json").read_text())["held_out"]["n_inputs"] == 12
+    assert main(["dict", "eval", str(out), "--acts", str(acts / "acts"), "--split", "held-out", "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["split"] == "held-out" and summary["n_inputs"] == 12
+    assert summary["l0"] == pytest.approx(2.0)  # the saved threshold is calibrated on the held-out inputs
+
+
+@pytest.mark.parametrize("sparsity", ["jumprelu", "matryoshka"])
+def test_dict_train_offers_jumprelu_and_matryoshka(acts, tmp_path, capsys, sparsity):
+    extra = ["--matryoshka-sizes", "4,16"] if sparsity == "matryoshka" else ["--l0-coefficient", "0.5"]
+    argv = ["dict", "train", "--acts", str(acts / "acts"), "--kind", "crosscoder", "--features", "16", "--sparsity", sparsity,
+            "--k", "2", "--steps", "20", "--batch-size", "8", "--unit-norm-decoder", *extra, "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "run" / "config.json").read_text())["dictionary"]
+    assert record["sparsity"] == sparsity and record["unit_norm_decoder"] is True
+    assert record["matryoshka_sizes"] == ([4, 16] if sparsity == "matryoshka" else [])
+
+
+def test_dict_export_and_import_round_trip_on_the_command_line(acts, tmp_path, capsys):
+    run, exported, imported = tmp_path / "sae", tmp_path / "saelens", tmp_path / "imported"
+    assert main(["dict", "train", "--acts", str(acts / "acts"), "--kind", "sae", "--features", "16", "--k", "3", "--steps", "20",
+                 "--batch-size", "8", "--out", str(run), "--quiet"]) == 0
+    assert main(["dict", "export", str(run), "--format", "saelens", "--out", str(exported)]) == 0
+    assert {p.name for p in exported.iterdir()} == {"cfg.json", "sae_weights.safetensors"}
+    assert main(["dict", "import", str(exported), "--out", str(imported), "--group", "D3"]) == 0
+    capsys.readouterr()
+    figures = []
+    for directory in (run, imported):
+        assert main(["dict", "eval", str(directory), "--acts", str(acts / "acts"), "--json", "--quiet"]) == 0
+        figures.append({key: value for key, value in json.loads(capsys.readouterr().out).items() if key in ("fvu", "l0", "dead_fraction")})
+    assert figures[0] == figures[1]
 
 
 def test_the_batch_size_adapts_to_a_small_store_and_an_sae_records_what_it_reads(acts, tmp_path, capsys):

@@ -10,9 +10,11 @@ from groupcc.crosscoders import DictionaryConfig, DictionaryError
 from groupcc.training.activation_store import (
     ActivationStoreWriter,
     BlocksAsSamples,
+    RowSubset,
     SelectBlocks,
     InMemoryActivations,
     StoreError,
+    input_orbits,
     open_store,
     dictionary_input,
     write_store,
@@ -199,3 +201,34 @@ def test_an_existing_store_is_not_overwritten_by_default(tmp_path):
     assert_one_line_store_error("already exists", lambda: write_store(tmp_path / "store", activations(n=30)))
     assert write_store(tmp_path / "store", activations(n=30), overwrite=True).n_rows == 30
     assert [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+# ---------------------------------------------------------------------- subsets and orbits (held-out splits)
+def test_a_row_subset_reads_only_its_rows_shard_by_shard(tmp_path):
+    acts = activations(n=300)
+    store = write_store(tmp_path / "store", acts, shard_rows=100)
+    rows = np.array([3, 50, 99, 100, 250, 299])
+    subset = RowSubset(store, rows)
+    assert subset.shape == (6, 4, 8) and subset.shard_rows == [3, 1, 2] and subset.mean_norm == store.mean_norm
+    assert np.array_equal(torch.cat(list(subset.chunks(4))).numpy(), acts[rows])
+    seen = torch.cat([batch for batch, _ in zip(subset.batches(2, seed=1), range(3))]).numpy()
+    assert sorted(map(tuple, seen.reshape(6, -1))) == sorted(map(tuple, acts[rows].reshape(6, -1)))
+    assert np.array_equal(dictionary_input(subset, DictionaryConfig(kind="sae", d=8, n_features=4, k=2)).read_rows(np.arange(6)), acts[rows][:, :1])
+    for bad in ([], [5, 3], [0, 300]):
+        with pytest.raises(StoreError, match="expected a non-empty increasing array of row indices in 0..299"):
+            RowSubset(store, np.array(bad, dtype=np.int64))
+
+
+def test_orbits_of_rows_come_from_the_group_and_action_a_store_records():
+    """Left action on S3's 36 pairs: the orbit of (a, b) is every (g·a, b), labelled by its smallest pair (b).
+    A vision store or a bare array: each row its own orbit."""
+    acts = activations(n=36, n_blocks=6)
+    orbits, how = input_orbits(InMemoryActivations(acts, manifest={"group": "S3", "action": "left"}))
+    assert how == "orbits of the left action of S3 on pairs" and np.array_equal(orbits, np.arange(36) % 6)
+    orbits, how = input_orbits(InMemoryActivations(acts, manifest={"group": "S3", "action": "conjugation"}))
+    assert len(np.unique(orbits)) == 11  # Burnside: Σ_g |C(g)|² / |G| = (36 + 3·4 + 2·9) / 6
+    for manifest in ({"group": "D4", "action": "dihedral-image"}, {}):
+        orbits, how = input_orbits(InMemoryActivations(acts, manifest=manifest))
+        assert how == "rows" and np.array_equal(orbits, np.arange(36))
+    with pytest.raises(StoreError, match="has 35 rows, but the left action of S3 acts on 36 pairs"):
+        input_orbits(InMemoryActivations(acts[:35], manifest={"group": "S3", "action": "left"}))
