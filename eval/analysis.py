@@ -24,8 +24,10 @@ import torch
 from groupcc.crosscoders import Dictionary
 from groupcc.errors import GroupccError
 from groupcc.groups import Group
+from groupcc.groups.limits import array_bytes, memory_refusal
 from groupcc.training.activation_store import ActivationSource
 from groupcc.training.progress import progress_bar
+from groupcc.training.runs import check_number
 
 from .comparisons import best_partners, compare_labels
 from .families import Clustering, cluster, signatures
@@ -39,13 +41,17 @@ class AnalysisSettings:
     """How the features are analysed.
 
     Attributes:
-        stabiliser_tolerance: stabiliser tolerance, a bound on the relative deviation ‖B[g·h] − B[g]‖/‖B‖.
-        n_families: number of families (None: chosen by silhouette score up to max_families).
+        stabiliser_tolerance: stabiliser tolerance, a bound on the relative deviation ‖B[g·h] − B[g]‖/‖B‖, in [0, 2).
+        n_families: number of families (None: chosen by silhouette score up to max_families); at most the number
+            of firing features.
         max_families: largest number of families tried.
-        min_explained: irrep matching: a feature whose best irrep explains less than this is 'mixed'.
-        matching_rows: inputs (a fixed random subset) used for the SAE's equivariant matching.
+        min_explained: irrep matching: a feature whose best irrep explains less than this fraction is 'mixed'.
+        matching_rows: at most this many inputs (a fixed random subset) are used for the SAE's equivariant matching.
         batch_rows: inputs encoded at a time.
-        seed: seed of the matching subset and of the clustering.
+        seed: seed of the matching subset.
+
+    Every field is checked when the settings are made (finite numbers in range, integers that fit 64 bits); the
+    number of families is checked against the features when they are known (:func:`analyze_features`).
     """
 
     stabiliser_tolerance: float = 0.1
@@ -57,14 +63,36 @@ class AnalysisSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if not 0 <= self.stabiliser_tolerance < 2:
-            raise GroupccError(f"stabiliser_tolerance = {self.stabiliser_tolerance!r}: expected a relative deviation in [0, 2)")
-        if not 0 <= self.min_explained <= 1:
-            raise GroupccError(f"min_explained = {self.min_explained!r}: expected a fraction in [0, 1]")
+        check_number("stabiliser_tolerance", self.stabiliser_tolerance, 0, 2, high_open=True)
+        check_number("min_explained", self.min_explained, 0, 1)
         for name in ("max_families", "matching_rows", "batch_rows") + (("n_families",) if self.n_families is not None else ()):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise GroupccError(f"{name} = {value!r}: expected a positive integer")
+            check_number(name, getattr(self, name), 1, integer=True)
+        check_number("seed", self.seed, 0, integer=True)
+
+    def check_families(self, n_features: int, n_firing: int | None = None) -> None:
+        """Refuse a fixed number of families above the features (or the firing features, once known)."""
+        if self.n_families is None:
+            return
+        if self.n_families > n_features:
+            raise GroupccError(f"n_families = {self.n_families}: expected at most the dictionary's {n_features} features")
+        if n_firing is not None and self.n_families > n_firing:
+            raise GroupccError(f"n_families = {self.n_families}: only {n_firing} of the {n_features} features fire, "
+                               f"expected at most {n_firing}")
+
+
+def analysis_bytes(group: Group, n_rows: int, n_features: int, d: int, kind: str, settings: AnalysisSettings) -> int:
+    """Estimated memory of :func:`analyze_features` (its largest arrays, summed): codes ``[N, F]`` float32,
+    transform blocks ``[F, |G|, d]`` (three float64 copies), block similarities ``[F, |G|, |G|]`` (two float64),
+    pairwise signature differences ``[F, F, irreps + 2]`` float64 for the clustering; for an SAE also the codes of
+    every block on the matching rows ``[|G|, M, F]`` float32 and the ``[F, F]`` float64 similarity matrices of the
+    matching, the decoder distances and the partners."""
+    n_signature = len(group.irreps()) + 2
+    total = (array_bytes((n_rows, n_features)) + array_bytes((3, n_features, group.order, d), 8)
+             + array_bytes((2, n_features, group.order, group.order), 8) + array_bytes((n_features, n_features, n_signature), 8))
+    if kind == "sae":
+        matching = min(settings.matching_rows, n_rows)
+        total += array_bytes((group.order, matching, n_features)) + array_bytes((4, n_features, n_features), 8)
+    return total
 
 
 @dataclass
@@ -191,10 +219,12 @@ def analyze_features(
         raise GroupccError(f"the dictionary reads width {config.d} but the activations have width {source.d}")
     if config.kind == "crosscoder" and config.n_blocks != group.order:
         raise GroupccError(f"the crosscoder has {config.n_blocks} blocks but {group.name} has {group.order} elements")
+    check_analysis_fits(dictionary, source, group, settings)
     codes = feature_codes(dictionary, source, batch_rows=settings.batch_rows, progress=progress)
     if not np.isfinite(codes).all():
         raise GroupccError("the feature activations contain NaN or inf: the activations or the dictionary are not finite")
     frequency = (codes > 0).mean(axis=0)
+    settings.check_families(config.n_features, int((frequency > 0).sum()))
     decoder = dictionary.W_dec.detach().cpu().double().numpy()  # [F, B, d]
     equivariance = None
     if config.kind == "crosscoder":
@@ -226,12 +256,22 @@ def analyze_features(
     return analysis
 
 
+def check_analysis_fits(dictionary: Dictionary, source: ActivationSource, group: Group, settings: AnalysisSettings) -> None:
+    """Before any work: the number of families against the features, and the memory the analysis needs
+    (:func:`analysis_bytes`) against the machine's."""
+    config = dictionary.config
+    settings.check_families(config.n_features)
+    estimate = analysis_bytes(group, source.n_rows, config.n_features, config.d, config.kind, settings)
+    refusal = memory_refusal(f"analysing {config.n_features} {config.kind} features of {group.name} on {source.n_rows} inputs", estimate)
+    if refusal:
+        raise GroupccError(f"{refusal}: expected fewer features or inputs")
+
+
 def _families(points: np.ndarray, alive: np.ndarray, settings: AnalysisSettings, metric: str = "euclidean") -> tuple[Clustering, np.ndarray]:
     """Cluster the firing features; family ``-1`` for dead ones. ``points`` is over all features, or over the
     firing ones only for a precomputed distance matrix."""
     chosen = points if metric == "precomputed" else points[alive]
-    n_families = None if settings.n_families is None else min(settings.n_families, int(alive.sum()))
-    clustering = cluster(chosen, n_families, max_families=settings.max_families, metric=metric)
+    clustering = cluster(chosen, settings.n_families, max_families=settings.max_families, metric=metric)
     family = np.full(alive.shape[0], -1)
     family[alive] = clustering.labels
     return clustering, family
@@ -266,7 +306,7 @@ def compare_dictionaries(crosscoder: DictionaryAnalysis | None, sae: DictionaryA
         alive = sae.alive & crosscoder.alive[partners]
         out["sae_vs_crosscoder"] = {
             **compare_labels(sae.family[alive], crosscoder.family[partners[alive]]),
-            "mean_partner_cosine": float(similarity[alive].mean()) if alive.any() else float("nan"),
+            "mean_partner_cosine": float(similarity[alive].mean()) if alive.any() else None,
         }
     for name, analysis in (("crosscoder", crosscoder), ("sae", sae)):
         if analysis is not None and analysis.truth is not None:
@@ -341,7 +381,7 @@ def analysis_summary(analysis: DictionaryAnalysis) -> dict:
         "features": feature_rows(analysis),
     }
     if analysis.equivariance is not None:
-        summary["mean_equivariance"] = float(analysis.equivariance.equivariance()[analysis.alive].mean()) if analysis.alive.any() else float("nan")
+        summary["mean_equivariance"] = float(analysis.equivariance.equivariance()[analysis.alive].mean()) if analysis.alive.any() else None
     if analysis.decoder_families is not None:
         summary["decoder_families"] = {
             "n_families": analysis.decoder_families.n_families,

@@ -24,12 +24,13 @@ def purity(families: Sequence, truth: Sequence) -> float:
 
 
 def compare_labels(families: Sequence, truth: Sequence) -> dict:
-    """``{"ari", "nmi", "purity", "n_families", "n_labels", "n_items"}`` of a clustering against reference labels."""
+    """``{"ari", "nmi", "purity", "n_families", "n_labels", "n_items"}`` of a clustering against reference labels
+    (scores ``None`` when there is nothing to compare, so the record stays strict JSON)."""
     families, truth = [str(x) for x in families], [str(x) for x in truth]
     if len(families) != len(truth):
         raise ValueError(f"cannot compare {len(families)} family labels with {len(truth)} reference labels")
     if not families:
-        return {"ari": float("nan"), "nmi": float("nan"), "purity": float("nan"), "n_families": 0, "n_labels": 0, "n_items": 0}
+        return {"ari": None, "nmi": None, "purity": None, "n_families": 0, "n_labels": 0, "n_items": 0}
     return {
         "ari": float(adjusted_rand_score(truth, families)),
         "nmi": float(normalized_mutual_info_score(truth, families)),

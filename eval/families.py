@@ -11,7 +11,7 @@ and the stabiliser of the copy is conjugate to the original's):
 
 Clustering is agglomerative (average linkage, Euclidean) on the signatures; the number of families is the one
 with the best silhouette score among ``2..max_families``, or 1 when every signature is within ``merge_distance``
-of the others (nothing to split), unless the caller fixes it.
+of the others (nothing to split) or ``max_families`` is 1, unless the caller fixes it.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def cluster(
     distances = points if metric == "precomputed" else np.linalg.norm(points[:, None] - points[None], axis=-1)
     if n_families is not None:
         return Clustering(_relabel_by_size(_agglomerate(distances, n_families)), n_families, {}, False)
-    if distances.max() <= merge_distance:
+    if distances.max() <= merge_distance or max_families < 2:
         return Clustering(np.zeros(n, dtype=int), 1, {}, True)
     scores = {}
     best = None

@@ -22,7 +22,9 @@ from groupcc.training.activation_store import ActivationSource, ActivationStore,
 from groupcc.training.composer_training import load_composer
 from groupcc.training.dictionary_files import check_same_group, load_dictionary, read_dictionary_record
 from groupcc.training.image_actions import DihedralImageAction
-from groupcc.training.runs import HISTORY, METRICS, PLOTS, StagedDirectory, atomic_write, make_directory, read_json, write_json
+from groupcc.training.harvest import store_kind
+from groupcc.training.runs import (HISTORY, METRICS, PLOTS, StagedDirectory, atomic_write, check_output, check_replaceable,
+                                   group_fingerprint, lock, make_directory, read_json, write_json)
 from groupcc.training.vision_harvest import stored_images
 
 from .analysis import AnalysisSettings, DictionaryAnalysis, analysis_summary, analyze_features, compare_dictionaries
@@ -48,11 +50,53 @@ def recorded_acts(dictionary_dir: Path, record: dict) -> str:
 
 
 def check_group(dictionary_dir: Path, record: dict, store: ActivationStore) -> Group:
-    """The store's group, which must be the one the dictionary was trained under."""
+    """The store's group, which must be the one the dictionary was trained under (by name) and the one the store
+    was harvested under (by multiplication table, :func:`check_store_group`)."""
     name = check_same_group(dictionary_dir, record, store)
     if not name:
         raise GroupccError(f"activation store {str(store.path)!r} records no group: expected activations harvested under a group")
-    return get_group(name)
+    group = get_group(name)
+    check_store_group(store, group)
+    return group
+
+
+def check_store_group(source: ActivationSource, group: Group) -> None:
+    """The multiplication-table fingerprint the store recorded when it was harvested must be ``group``'s: a group
+    renamed in the manifest (C6 for S3, of the same order) is refused."""
+    recorded = (source.manifest.get("metadata") or {}).get("group_fingerprint")
+    if recorded is not None and recorded != group_fingerprint(group.mult_table):
+        raise GroupccError(f"{source.label} names group {group.name}, but was harvested under a group with another "
+                           f"multiplication table (fingerprint {recorded}, {group.name}'s is {group_fingerprint(group.mult_table)}): "
+                           "expected the group it was harvested under")
+
+
+def check_fits(dictionary_dir: Path, record: dict, store: ActivationSource) -> None:
+    """What the dictionary's record says it was trained on (``data``: group, kind of activations, action, layer,
+    model and width) must be what ``store`` holds; the first difference is a one-line error naming both.
+    (Other inputs of the same model, layer and action, e.g. a held-out store, fit.)"""
+    trained = record.get("data") or {}
+    if not isinstance(trained, dict) or not trained:
+        return  # trained on an array: nothing recorded to check
+    shape = trained.get("shape") if isinstance(trained.get("shape"), list) and len(trained["shape"]) == 3 else [None] * 3
+    recorded_kind = store_kind({"action": trained.get("action")}) if trained.get("action") else None
+    for what, then, now in [
+        ("group", trained.get("group"), store.manifest.get("group")),
+        ("kind", recorded_kind, store_kind(store.manifest)),
+        ("action", trained.get("action"), store.manifest.get("action")),
+        ("layer", trained.get("layer"), store.manifest.get("layer")),
+        ("model", trained.get("source"), store.manifest.get("source")),
+        ("width", shape[2], store.d),
+    ]:
+        if then is not None and now is not None and then != now:
+            raise GroupccError(f"dictionary {str(dictionary_dir)!r} was trained on activations with {what} {then!r}, but "
+                               f"{store.label} has {what} {now!r}: expected activations of the same model, layer, action and group")
+
+
+def check_analysis_output(out: Path, overwrite: bool) -> None:
+    """Before any work: ``out`` must be writable, and new or (with ``overwrite``) an earlier analysis, never another
+    kind of run that replacing would delete."""
+    check_output(out, "analysis directory")
+    check_replaceable(out, overwrite, "analysis.json", "analysis directory")
 
 
 def composer_context(store: ActivationSource, group: Group) -> tuple[dict | None, object]:
@@ -112,6 +156,7 @@ def analyze_dictionary(
     group = get_group(group) if isinstance(group, str) else group
     if source.manifest.get("group") not in (None, group.name):
         raise GroupccError(f"group {group.name} given, but the activations were harvested under {source.manifest['group']}")
+    check_store_group(source, group)
     composer, answers = composer_context(source, group)
     input_labels = None if composer else input_label_context(source)
     return analyze_features(dictionary, source, group, answers=answers, input_labels=input_labels,
@@ -128,60 +173,87 @@ def analyze_runs(
     progress: bool = True,
 ) -> Path:
     """Analyse one dictionary, or a crosscoder and an SAE of the same activations, into ``out``
-    (default ``<first dictionary>/analysis``); returns the analysis directory."""
+    (default ``<first dictionary>/analysis``); returns the analysis directory.
+
+    Before any work: the settings, the output (writable; new, or an earlier analysis when ``overwrite``), and that
+    every dictionary fits the activations (:func:`check_fits`, :func:`check_group`). ``out`` is locked against a
+    second writer from the start; it is written whole or not at all."""
+    if not isinstance(settings, AnalysisSettings):
+        raise GroupccError(f"settings of type {type(settings).__name__}: expected AnalysisSettings")
+    for what, path in [*(("dictionary", d) for d in dictionary_dirs), ("activations", acts), ("analysis directory", out)]:
+        if path is not None and not str(path).strip():
+            raise GroupccError(f"{what} path {str(path)!r}: expected a directory path")
     dirs = [Path(d) for d in dictionary_dirs]
+    if not 1 <= len(dirs) <= 2:
+        raise GroupccError(f"got {len(dirs)} dictionaries: expected one, or a crosscoder and an SAE")
+    out = Path(out) if out is not None else dirs[0] / "analysis"
     records = [read_dictionary_record(d) for d in dirs]
     kinds = [record["dictionary"]["kind"] for record in records]
     if len(set(kinds)) != len(kinds):
         raise GroupccError(f"compare a crosscoder with an SAE: got two dictionaries of kind {kinds[0]!r}")
-    store = open_store(acts or recorded_acts(dirs[0], records[0]))
-    group = check_group(dirs[0], records[0], store)
-    for directory, record in zip(dirs[1:], records[1:]):
-        check_group(directory, record, store)
-    composer, answers = composer_context(store, group)
-    input_labels = None if composer else input_label_context(store)
-    out = Path(out) if out is not None else dirs[0] / "analysis"
-    analyses: dict[str, DictionaryAnalysis] = {}
-    entries: dict[str, dict] = {}
-    for directory, record in zip(dirs, records):
-        dictionary = load_dictionary(directory)
-        analysis = analyze_features(dictionary, store, group, answers=answers, input_labels=input_labels,
-                                      settings=settings, progress=progress)
-        analyses[analysis.kind] = analysis
-        entries[analysis.kind] = {
-            "path": str(directory.resolve()), "config": record["dictionary"],
-            "evaluation": _evaluation(directory, dictionary, store, record, progress), **analysis_summary(analysis),
-        }
-    comparison = compare_dictionaries(analyses.get("crosscoder"), analyses.get("sae"))
-    with StagedDirectory(out, overwrite=overwrite, what="analysis directory") as staging:
-        for kind, analysis in analyses.items():
-            arrays = feature_arrays(analysis)
-            atomic_write(staging / f"{kind}_features.safetensors", lambda tmp, arrays=arrays: save_file(arrays, tmp))
-        plots = _plots(staging, analyses, dirs, composer, *_vision_images(store, group))
-        title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
-        # config.json and metrics.json, as in every run directory: what was analysed and the headline numbers
-        write_json(staging / "config.json", {
-            "kind": "analysis", "dictionaries": {kind: entry["path"] for kind, entry in entries.items()},
-            "acts": str(Path(store.path).resolve()), "settings": settings.__dict__,
-        })
-        write_json(staging / METRICS, {
-            "kind": "analysis", "comparison": comparison,
-            "families": {kind: entry["families"]["n_families"] for kind, entry in entries.items()},
-            "firing_features": {kind: entry["n_firing"] for kind, entry in entries.items()},
-        })
-        write_json(staging / "analysis.json", {
-            "format": FORMAT, "version": VERSION, "title": title,
-            "group": group.name, "group_order": group.order, "action": store.manifest.get("action"), "layer": store.manifest.get("layer"),
-            "acts": str(Path(store.path).resolve()),
-            "irreps": [{"name": irrep.name, "dim": irrep.dim, "type": irrep.type} for irrep in group.irreps()],
-            "composer": composer,
-            "label_kind": next((a.truth.kind for a in analyses.values() if a.truth is not None), None),
-            "settings": settings.__dict__,
-            "dictionaries": entries,
-            "comparison": comparison,
-            "plots": plots,
-        })
+    check_analysis_output(out, overwrite)
+    with lock(out):
+        store = open_store(recorded_acts(dirs[0], records[0]) if acts is None else acts)
+        for directory, record in zip(dirs, records):
+            check_fits(directory, record, store)
+        group = check_group(dirs[0], records[0], store)
+        for directory, record in zip(dirs[1:], records[1:]):
+            check_group(directory, record, store)
+        composer, answers = composer_context(store, group)
+        input_labels = None if composer else input_label_context(store)
+        analyses: dict[str, DictionaryAnalysis] = {}
+        entries: dict[str, dict] = {}
+        for directory, record in zip(dirs, records):
+            dictionary = load_dictionary(directory)
+            analysis = analyze_features(dictionary, store, group, answers=answers, input_labels=input_labels,
+                                        settings=settings, progress=progress)
+            analyses[analysis.kind] = analysis
+            entries[analysis.kind] = {
+                "path": str(directory.resolve()), "config": record["dictionary"],
+                "evaluation": _evaluation(directory, dictionary, store, record, progress), **analysis_summary(analysis),
+            }
+        comparison = compare_dictionaries(analyses.get("crosscoder"), analyses.get("sae"))
+        with StagedDirectory(out, overwrite=overwrite, what="analysis directory") as staging:
+            _write_analysis(staging, analyses, entries, comparison, dirs, store, group, composer, settings)
     return out
+
+
+def _write_analysis(staging: Path, analyses: dict[str, DictionaryAnalysis], entries: dict[str, dict], comparison: dict,
+                    dirs: list[Path], store: ActivationStore, group: Group, composer: dict | None, settings: AnalysisSettings) -> None:
+    """The analysis directory's files: per-feature arrays, plots, ``config.json`` (what was analysed: the
+    dictionaries, the activations and what they were made from, the settings), ``metrics.json``, ``analysis.json``."""
+    for kind, analysis in analyses.items():
+        arrays = feature_arrays(analysis)
+        atomic_write(staging / f"{kind}_features.safetensors", lambda tmp, arrays=arrays: save_file(arrays, tmp))
+    plots = _plots(staging, analyses, dirs, composer, *_vision_images(store, group))
+    title = f"{group.name}" + (f" {composer['arch']} composer" if composer else "") + f", layer {store.manifest.get('layer')}, {store.manifest.get('action')} action"
+    made_from = {
+        "store": str(Path(store.path).resolve()), "kind": store_kind(store.manifest), "group": group.name,
+        "group_order": group.order, "group_fingerprint": group_fingerprint(group.mult_table),
+        "action": store.manifest.get("action"), "layer": store.manifest.get("layer"), "model": store.manifest.get("source"),
+        "shape": list(store.shape),
+    }
+    write_json(staging / "config.json", {
+        "kind": "analysis", "dictionaries": {kind: entry["path"] for kind, entry in entries.items()},
+        "acts": made_from["store"], "made_from": made_from, "settings": settings.__dict__,
+    })
+    write_json(staging / METRICS, {
+        "kind": "analysis", "comparison": comparison,
+        "families": {kind: entry["families"]["n_families"] for kind, entry in entries.items()},
+        "firing_features": {kind: entry["n_firing"] for kind, entry in entries.items()},
+    })
+    write_json(staging / "analysis.json", {
+        "format": FORMAT, "version": VERSION, "title": title,
+        "group": group.name, "group_order": group.order, "action": store.manifest.get("action"), "layer": store.manifest.get("layer"),
+        "acts": made_from["store"],
+        "irreps": [{"name": irrep.name, "dim": irrep.dim, "type": irrep.type} for irrep in group.irreps()],
+        "composer": composer,
+        "label_kind": next((a.truth.kind for a in analyses.values() if a.truth is not None), None),
+        "settings": settings.__dict__,
+        "dictionaries": entries,
+        "comparison": comparison,
+        "plots": plots,
+    })
 
 
 def feature_arrays(analysis: DictionaryAnalysis) -> dict[str, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from groupcc.eval.analysis import AnalysisSettings
 from groupcc.eval.pipeline import analyze_runs
-from groupcc.eval.report import write_report
-from groupcc.training.runs import read_json
+from groupcc.eval.report import find_analysis, write_report
+from groupcc.training.runs import check_output, check_replaceable, lock, open_run, read_json
 
 from .options import add_options, option_values
 
@@ -35,7 +35,7 @@ def add_analyze_commands(commands) -> None:
 
 def run_analyze(args: argparse.Namespace) -> None:
     settings = AnalysisSettings(**option_values(args, SETTINGS))
-    dictionaries = [args.dictionary] + ([args.compare] if args.compare else [])
+    dictionaries = [args.dictionary] + ([args.compare] if args.compare is not None else [])
     out = analyze_runs(dictionaries, acts=args.acts, out=args.out, settings=settings, progress=not args.quiet)
     analysis = read_json(out / "analysis.json")
     if args.json:
@@ -55,13 +55,31 @@ def format_analysis(analysis: dict, out: Path) -> str:
             labels = ", ".join(f"{name}×{count}" for name, count in row.get(label_key, {}).items())
             orders = ", ".join(f"|H|={order}×{count}" for order, count in row["stabiliser_orders"].items())
             lines.append(f"  family {row['family']}: {row['size']} features; stabilisers {orders}" + (f"; {label_key} {labels}" if labels else ""))
-    for name, scores in analysis["comparison"].items():
-        if "ari" in scores:
-            lines.append(f"{name}: ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}, purity {scores['purity']:.3f}, {scores['n_families']} families")
+    lines += comparison_lines(analysis["comparison"])
     lines.append(f"wrote {out / 'analysis.json'} and plots in {out / 'plots'}   next: groupcc report {out}")
     return "\n".join(lines)
 
 
+def comparison_lines(comparison: dict) -> list[str]:
+    """One line per comparison of clusterings (``-`` for a score that is undefined: nothing to compare)."""
+    def score(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+    return [f"{name}: ARI {score(scores['ari'])}, NMI {score(scores['nmi'])}, purity {score(scores['purity'])}, {scores['n_families']} families"
+            for name, scores in comparison.items() if "ari" in scores]
+
+
+#: The file that marks a directory as holding a report (``--out`` may only rewrite one of those).
+REPORT_FILE = "report.html"
+
+
 def run_report(args: argparse.Namespace) -> None:
-    html, markdown = write_report(args.run, args.out)
+    """Write the report into the analysis directory, or ``--out``: a new directory (removed again on an error), an
+    empty one, or one holding an earlier report, never another run. The analysis directory's lock is held, so
+    that an analysis rewriting it meanwhile is refused."""
+    directory = find_analysis(args.run)
+    out = directory if args.out is None else check_output(args.out, "report directory")
+    if out.resolve() != directory.resolve():
+        check_replaceable(out, True, REPORT_FILE, "report directory")
+    with lock(directory), open_run(out, resume=True, what="report directory"):
+        html, markdown = write_report(directory, out)
     print(f"report: {html}\nsummary: {markdown}")

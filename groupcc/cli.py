@@ -1,27 +1,48 @@
 """The ``groupcc`` command line.
 
-Every error a user can cause (bad group name, bad table, bad arguments) is reported as one line on stderr
-with a non-zero exit status, never as a traceback.
+Every error a user can cause (bad values, missing or corrupt files, an output that cannot be written, a full disk,
+a second writer) is reported as one line on stderr, ``groupcc: error: ...``, with a non-zero exit status, never
+as a traceback. Only ``groups info`` runs without torch: the other commands' modules are imported when the
+command line names them (or for ``--help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import os
 import sys
 
 from groupcc.errors import GroupccError
 
-#: Errors that are the user's to fix: reported in one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (GroupccError, FileNotFoundError, FileExistsError)
+#: Errors that are the user's to fix, reported in one line: every groupcc error, and every error of the operating
+#: system (no such file, permission denied, read-only file system, no space left, file too large). Anything else
+#: is a bug and keeps its traceback.
+USER_ERRORS = (GroupccError, OSError)
+
+#: Top-level command -> (module under ``groupcc``, function that adds its parsers). Each module is imported
+#: only when its command is used (or the whole command line is built, for ``--help``).
+COMMAND_MODULES = {
+    "composer": ("composer_cmd", "add_composer_commands"),
+    "harvest": ("harvest_cmd", "add_harvest_command"),
+    "dict": ("dict_cmd", "add_dict_commands"),
+    "analyze": ("analyze_cmd", "add_analyze_commands"),
+    "report": ("analyze_cmd", "add_analyze_commands"),
+    "demo": ("demo", "add_demo_command"),
+    "vision": ("vision_cmd", "add_vision_commands"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
-        self.exit(2, f"groupcc: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"groupcc: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+@functools.cache
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``command`` (a top-level command name) only the parsers that command needs, so that
+    ``groups info`` does not import torch. Built once per process (the demo and tests run many commands)."""
     parser = _Parser(prog="groupcc", description="Symmetric features in neural networks: groups, SAEs and group crosscoders.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -32,19 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
     info.set_defaults(handler=_groups_info)
 
-    from .analyze_cmd import add_analyze_commands
-    from .composer_cmd import add_composer_commands
-    from .demo import add_demo_command
-    from .vision_cmd import add_vision_commands
-    from .dict_cmd import add_dict_commands
-    from .harvest_cmd import add_harvest_command
-
-    add_composer_commands(commands)
-    add_harvest_command(commands)
-    add_dict_commands(commands)
-    add_analyze_commands(commands)
-    add_demo_command(commands)
-    add_vision_commands(commands)
+    if command == "groups":
+        return parser
+    wanted = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else dict.fromkeys(COMMAND_MODULES.values())
+    for module, adder in wanted:
+        getattr(importlib.import_module(f"groupcc.{module}"), adder)(commands)
     return parser
 
 
@@ -54,22 +67,38 @@ def _groups_info(args: argparse.Namespace) -> None:
     print(groups_info(args.group, args.json))
 
 
-def run_command(argv: list[str]) -> None:
-    """Parse and run one command; user errors propagate (the demo chains commands this way)."""
-    args = build_parser().parse_args(argv)
-    args.handler(args)
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (default: the process's arguments) with the parsers its first word needs."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return build_parser(argv[0] if argv else None).parse_args(argv)
+
+
+def one_line(text: str) -> str:
+    """The first non-empty line of ``text``."""
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def error_message(err: BaseException) -> str:
+    """The one line printed for a user error. An operating-system error names its file and reason
+    (``'/data/acts': No space left on device``)."""
+    if isinstance(err, OSError) and not isinstance(err, GroupccError) and err.strerror:
+        files = [repr(str(name)) for name in (err.filename, err.filename2) if name is not None]
+        return f"{' -> '.join(files)}: {err.strerror}" if files else err.strerror
+    return one_line(str(err)) or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         args.handler(args)
-    except USER_ERRORS as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"groupcc: error: {message}", file=sys.stderr)
-        return 1
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stdout = open(os.devnull, "w")
+        return 1
+    except USER_ERRORS as err:
+        print(f"groupcc: error: {error_message(err)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("groupcc: error: out of memory: expected smaller sizes (fewer features, rows or a smaller group)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("groupcc: interrupted", file=sys.stderr)

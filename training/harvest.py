@@ -8,7 +8,7 @@ model's arguments for all ``|G|·B`` transformed inputs, stacked element-major (
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -18,11 +18,16 @@ from torch import nn
 
 from groupcc.errors import GroupccError
 
-from groupcc.groups import PAIR_ACTIONS, pair_action
+from groupcc.groups import PAIR_ACTIONS, GroupError, get_group, pair_action
 
-from .activation_store import ActivationSource, ActivationStore, ActivationStoreWriter, InMemoryActivations, StoreError
+from .activation_store import MANIFEST, ActivationSource, ActivationStore, ActivationStoreWriter, InMemoryActivations, StoreError
 from .composer_training import ComposerRun, load_composer
+from .devices import resolve_device
 from .progress import progress_bar
+from .runs import check_number, check_output, check_replaceable, group_fingerprint, lock
+
+#: What a store records about where its activations come from (``metadata.store_kind``): composer pairs or images.
+COMPOSER_STORE, VISION_STORE = "composer", "vision"
 
 #: Maps a batch of inputs to the model's positional arguments for every transform, element-major.
 Transform = Callable[[object], Sequence[torch.Tensor]]
@@ -98,19 +103,55 @@ def collect(batches: Iterator[torch.Tensor], out: str | Path | None, group_order
             **manifest) -> ActivationSource:
     """:func:`iter_harvest` batches as a new activation store at ``out`` (built beside an old one, which it replaces
     only when complete; removed again on any error), or in memory when ``out`` is ``None``. ``manifest``: the
-    store's ``group``, ``action``, ``layer``, ``source`` and ``metadata``."""
+    store's ``group``, ``action``, ``layer``, ``source`` and ``metadata``; the metadata also gets the group's
+    fingerprint (:func:`groupcc.training.runs.group_fingerprint`) when it has none. ``out`` is locked from the
+    first batch to the last, so a second writer is refused before it computes anything."""
+    manifest = with_group_fingerprint(manifest)
     if out is None:
         acts = [batch for batch in batches]
         if not acts:
             raise GroupccError("no inputs to harvest: expected at least one")
         return InMemoryActivations(torch.cat(acts), manifest=manifest)
-    return harvest_to_store(out, batches, group_order, overwrite=overwrite, **manifest)
+    with lock(out):
+        try:
+            return harvest_to_store(out, batches, group_order, overwrite=overwrite, **manifest)
+        except OSError as err:  # a full disk, a file over `ulimit -f`: the half-written store is already removed
+            raise StoreError(f"cannot write activation store {str(out)!r}: {err.strerror or err}") from None
+
+
+def with_group_fingerprint(manifest: dict) -> dict:
+    """``manifest`` with ``metadata.group_fingerprint`` (of the named group) added when it records a group."""
+    metadata = dict(manifest.get("metadata") or {})
+    if manifest.get("group") and "group_fingerprint" not in metadata:
+        try:
+            metadata["group_fingerprint"] = group_fingerprint(get_group(manifest["group"]).mult_table)
+        except GroupError:  # not a group name (a group from a table): nothing to check it against later
+            pass
+    return {**manifest, "metadata": metadata}
+
+
+def store_kind(manifest: dict) -> str | None:
+    """What a store's activations are of: ``composer`` (pairs under a pair action), ``vision`` (images under a
+    dihedral group) or ``None`` (an array written as a store)."""
+    recorded = (manifest.get("metadata") or {}).get("store_kind")
+    if recorded:
+        return recorded
+    if manifest.get("action") in PAIR_ACTIONS:
+        return COMPOSER_STORE
+    if manifest.get("action") == "dihedral-image":
+        return VISION_STORE
+    return None
 
 
 def check_new_output(out: str | Path | None, overwrite: bool) -> None:
-    """Fail before any work when ``out`` exists and may not be replaced."""
-    if out is not None and Path(out).exists() and not overwrite:
+    """Fail before any work when ``out`` exists and may not be replaced (without ``overwrite``, or when it is not an
+    activation store), or cannot be written (under a file, in a read-only directory)."""
+    if out is None:
+        return
+    check_output(out, "activation store")
+    if Path(out).exists() and not overwrite:
         raise StoreError(f"activation store {str(out)!r} already exists: overwrite it, or choose another path")
+    check_replaceable(out, overwrite, MANIFEST, "activation store")
 
 
 def harvest_to_store(path, batches: Iterator[torch.Tensor], group_order: int, **manifest) -> ActivationStore:
@@ -151,16 +192,42 @@ def harvest(
     """A composer layer's activations on all ``|G|²`` pairs and their transforms, ``[|G|², |G|, d]``: row ``p`` is
     pair ``p = a·|G| + b``, block ``g`` its image under ``action`` (``left``: ``(g·a, b)``, ``right``, ``conjugation``).
     ``run``: a loaded composer run or its directory. Written as an activation store when ``out`` is given (an old
-    store there is replaced only once the new one is complete), else kept in memory."""
+    store there is replaced only once the new one is complete), else kept in memory.
+
+    Every argument is checked before anything is loaded or created: the action, ``rows_per_forward`` (a positive
+    integer), the device (``cuda`` without a GPU is refused), ``out`` (new unless ``overwrite``, writable, locked
+    against a second writer for the whole harvest), then the layer on the loaded model. The store records what it
+    was made from: the group (and its fingerprint), the action, the layer, the composer run, its task and
+    architecture."""
+    check_harvest_options(layer, action, device, rows_per_forward)
+    check_new_output(out, overwrite)
+    with lock(out) if out is not None else nullcontext():
+        run = run if isinstance(run, ComposerRun) else load_composer(run, device=device)
+        resolve_layer(run.model, layer)
+        batches = composer_harvest_batches(run, layer, action, progress=progress, rows_per_forward=rows_per_forward)
+        return collect(batches, out, run.group.order, overwrite=overwrite, **composer_manifest(run, layer, action))
+
+
+def check_harvest_options(layer: str, action: str, device: str, rows_per_forward: int) -> None:
+    """One-line errors for bad harvest arguments, before anything is loaded."""
+    if not isinstance(layer, str) or not layer.strip():
+        raise GroupccError(f"layer {layer!r}: expected a layer name such as hidden")
     if action not in PAIR_ACTIONS:
         raise GroupccError(f"action {action!r}: expected one of {', '.join(PAIR_ACTIONS)}")
-    if isinstance(rows_per_forward, bool) or not isinstance(rows_per_forward, int) or rows_per_forward < 1:
-        raise GroupccError(f"rows_per_forward = {rows_per_forward!r}: expected a positive integer")
-    check_new_output(out, overwrite)
-    run = run if isinstance(run, ComposerRun) else load_composer(run, device=device)
-    batches = composer_harvest_batches(run, layer, action, progress=progress, rows_per_forward=rows_per_forward)
-    return collect(batches, out, run.group.order, overwrite=overwrite, group=run.config.group, action=action, layer=layer,
-                   source=str(run.path.resolve()), metadata={"task": run.config.task, "arch": run.config.architecture.arch})
+    check_number("rows_per_forward", rows_per_forward, 1, integer=True)
+    if not isinstance(device, str):
+        raise GroupccError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+    resolve_device(device)
+
+
+def composer_manifest(run: ComposerRun, layer: str, action: str) -> dict:
+    """What a composer store records: group, action, layer, the run it comes from, and as metadata the store kind,
+    the group's order and fingerprint, the run's task and architecture."""
+    return {
+        "group": run.config.group, "action": action, "layer": layer, "source": str(run.path.resolve()),
+        "metadata": {"store_kind": COMPOSER_STORE, "task": run.config.task, "arch": run.config.architecture.arch,
+                     "group_order": run.group.order, "group_fingerprint": group_fingerprint(run.group.mult_table)},
+    }
 
 
 def composer_harvest_batches(run, layer: str, action: str, pairs: np.ndarray | None = None, progress: bool = True, rows_per_forward: int = 65_536):

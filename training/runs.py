@@ -11,24 +11,35 @@ both parts for the store.
 - JSON is strict: NaN and infinities are refused (they are not JSON).
 - :func:`open_run` locks the directory against a second writer, and gives the directory to write into: a new
   one, the existing one to resume, or (``overwrite``) a staging directory beside the old run that replaces it
-  only once the new run is complete. A writer's temporary files carry its process id; those of a process that
-  no longer runs are removed by the next writer.
+  only once the new run is complete. :func:`lock` is re-entrant within a thread (a writer that holds its
+  output's lock from the start may open it again), removes the parent directories it created when nothing
+  was written into them, and each writer checks its output with :func:`check_output` before any work.
+- A writer's temporary files and directories carry its process id; those of a process that no longer runs are
+  removed by the next writer of that output (beside it when it takes the lock, inside it when it resumes).
+- Runs record what they were made from; :func:`group_fingerprint` identifies a group by its multiplication table,
+  so a group renamed in a record (another group of the same order) is noticed.
 - One checkpoint format: :func:`save_state` / :func:`load_state` keep a model, its optimiser and a JSON record
   (step, history) in one safetensors file, so an interrupted run resumes bit-exactly.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
+import math
 import os
+import re
 import secrets
 import signal
 import shutil
 import socket
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -54,6 +65,43 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.done = done
 
 
+# ---------------------------------------------------------------------- what a run is made from
+#: The largest integer a config value may take (seeds, counts, sizes): what fits a signed 64-bit integer.
+MAX_INT = 2**63 - 1
+
+
+def check_number(name: str, value, low: float | None = None, high: float | None = None, *, integer: bool = False,
+                 low_open: bool = False, high_open: bool = False):
+    """``value`` when it is a finite number (an ``int`` when ``integer``, at most :data:`MAX_INT`; never a
+    ``bool``) in the interval from ``low`` to ``high`` (closed unless ``*_open``), else a one-line
+    :class:`GroupccError` naming the value and the interval. Config dataclasses validate their fields with it
+    before anything is created."""
+    kinds = (int,) if integer else (int, float)
+    high = MAX_INT if integer and high is None else high
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and _finite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        bounds = (f"{'(' if low_open or low is None else '['}{'-inf' if low is None else low}, "
+                  f"{'inf' if high is None else high}{')' if high_open or high is None else ']'}")
+        raise GroupccError(f"{name} = {value!r}: expected {'an integer' if integer else 'a finite number'} in {bounds}")
+    return value
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
+def group_fingerprint(mult_table) -> str:
+    """A short hash of a group's multiplication table (``int64``, little-endian): two groups of the same order
+    but different tables (C6 and S3) differ, so a record that names the wrong group is noticed."""
+    table = np.ascontiguousarray(np.asarray(mult_table), dtype="<i8")
+    return hashlib.sha256(table.tobytes()).hexdigest()[:16]
+
+
 # ---------------------------------------------------------------------- temporary names
 def _temporary(path: Path, suffix: str) -> Path:
     """``.<name>.<pid>.<random><suffix>`` beside ``path``: the pid tells later writers whether its owner still runs."""
@@ -74,17 +122,39 @@ def _owner_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process: alive
         return True
+    except (OverflowError, ValueError):  # not a pid this system can have
+        return False
     return True
 
 
-def remove_stale_temporaries(path: Path) -> None:
-    """Remove the temporary files and directories beside ``path`` left by writers that no longer run."""
+#: ``.<name>.<pid>.<8 hex digits>.tmp`` (or ``.old``: an old run moved aside during a swap).
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d{1,12})\.[0-9a-f]{8}\.(?:tmp|old)")
+
+
+def _stale(candidate: Path, name: str | None = None) -> bool:
+    """Whether ``candidate`` is a temporary (of ``name``, or of anything) whose writer no longer runs."""
+    match = _TEMPORARY.fullmatch(candidate.name)
+    return bool(match) and name in (None, match["name"]) and not _owner_alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Remove the temporary files and directories beside ``path`` left by writers that no longer run (a
+    SIGKILLed harvest's staging directory, a half-written ``config.json``)."""
+    path = Path(path)
     if not path.parent.is_dir():
         return
-    for candidate in path.parent.glob(f".{path.name}.*.*"):
-        parts = candidate.name[len(path.name) + 2:].split(".")
-        if len(parts) >= 2 and parts[0].isdigit() and candidate.suffix in (".tmp", ".old") and not _owner_alive(int(parts[0])):
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.*"):
+        if _stale(candidate, path.name):
             _remove(candidate)
+
+
+def remove_stale_temporaries_inside(directory: str | Path) -> None:
+    """Remove every temporary under ``directory`` whose writer no longer runs (a run resumed in place)."""
+    for root, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
+            if _stale(Path(root) / name):
+                _remove(Path(root) / name)
+        dirs[:] = [name for name in dirs if (Path(root) / name).exists()]
 
 
 def _remove(path: Path) -> None:
@@ -97,14 +167,81 @@ def _remove(path: Path) -> None:
 # ---------------------------------------------------------------------- atomic files
 def make_directory(path: str | Path) -> Path:
     """Create ``path`` and its parents (mode ``0777 & ~umask``); a file in the way is a one-line error."""
-    path = Path(path)
+    _make_directories(Path(path))
+    return Path(path)
+
+
+def _make_directories(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents; return those created, deepest first."""
+    missing = []
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            break
+        missing.append(candidate)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise RunError(f"cannot create the directory {str(path)!r}: a file is in the way") from None
     except OSError as err:
-        raise RunError(f"cannot create the directory {str(path)!r}: {err.strerror}") from None
-    return path
+        raise RunError(f"cannot create the directory {str(path)!r}: {err.strerror or err}") from None
+    return missing
+
+
+def _remove_if_empty(directories: list[Path]) -> None:
+    """Remove the directories (deepest first) that are still empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
+def check_output(target: str | Path, what: str = "output") -> Path:
+    """Refuse, before any work, an output path that cannot be written: an empty one, ``.`` or ``..`` (a run is
+    staged and locked beside its directory), one under a regular file, or one whose nearest existing parent is not
+    a writable directory (a read-only file system, no permission)."""
+    target = _named(target, what)
+    if os.path.lexists(target) and not target.is_dir():
+        raise RunError(f"{what} {str(target)!r} is a file: expected a directory path")
+    parent = next(p for p in (target.parent.absolute(), *target.parent.absolute().parents) if os.path.lexists(p))
+    if not parent.is_dir():
+        raise RunError(f"cannot create {what} {str(target)!r}: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "a read-only file system" if _read_only(parent) else "no permission to write there"
+        raise RunError(f"cannot create {what} {str(target)!r}: {str(parent)!r} is not writable ({reason})")
+    return target
+
+
+def _named(target: str | Path, what: str) -> Path:
+    """``target`` as a path that names its own directory: not empty, ``.`` or ``..`` (a run is locked and staged
+    beside its directory, under its name)."""
+    if isinstance(target, str) and not target.strip():
+        raise RunError(f"{what} {target!r}: expected a directory path")
+    if Path(target).name in ("", ".", ".."):
+        raise RunError(f"{what} {str(target)!r}: expected a path that names its own directory (not . or ..)")
+    return Path(target)
+
+
+def check_replaceable(target: str | Path, overwrite: bool, marker: str, what: str = "output") -> None:
+    """Before any work: an existing non-empty ``target`` needs ``overwrite``, and may only be replaced by a run of
+    its own kind, one holding ``marker`` (``manifest.json`` for an activation store), never another run that
+    replacing would delete."""
+    target = Path(target)
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if not (target / marker).is_file():
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise RunError(f"{str(target)!r} exists and is not {article} {what} (it has no {marker}): expected a new path, "
+                       f"or an earlier {what} to replace")
+    if not overwrite:
+        raise RunError(f"{what} {str(target)!r} already exists: overwrite it, or choose another path")
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -124,8 +261,15 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         tmp.unlink(missing_ok=True)
         if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, FileExistsError)):
             raise RunError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
+        if isinstance(err, SafetensorError):  # safetensors reports a full disk as its own error
+            raise RunError(f"cannot write {str(path)!r}: {_first_line(err)}") from None
         raise
     return path
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def to_json(data) -> str:
@@ -166,7 +310,7 @@ def read_safetensors(path: str | Path, what: str = "weights") -> dict[str, torch
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise RunError(f"{what} file {str(path)!r} is missing or corrupt: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise RunError(f"{what} file {str(path)!r} is missing or corrupt: {_first_line(err)}") from None
 
 
 def update_metrics(run_dir: str | Path, kind: str, **sections) -> dict:
@@ -181,13 +325,46 @@ def update_metrics(run_dir: str | Path, kind: str, **sections) -> dict:
 
 
 # ---------------------------------------------------------------------- locks
+#: Locks held in this process, by lock file and thread, with how many times each was taken (re-entrant).
+_HELD: dict[tuple[str, int], int] = {}
+
+
 @contextmanager
 def lock(target: str | Path) -> Iterator[None]:
     """Hold ``.<name>.lock`` beside ``target`` (created exclusively, holding the writer's pid and host). A lock held
-    by a running process is a one-line :class:`RunError`; the lock of a process that died is taken over."""
+    by another running process (or thread) is a one-line :class:`RunError`; the lock of a process that died is
+    taken over. Taking it also removes the stale temporaries beside ``target``.
+
+    The thread that holds it may take it again (a harvest holds its store's lock from the start, and the store's
+    writer takes it too); it is released with the outermost hold, which also removes the parent directories that
+    taking it created when nothing was written into them."""
     target = Path(target)
-    make_directory(target.parent)
     file = target.parent / f".{target.name}.lock"
+    key = (os.path.abspath(file), threading.get_ident())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    created = _make_directories(target.parent)
+    try:
+        _acquire(file, target)
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+    _HELD[key] = 1
+    try:
+        remove_stale_temporaries(target)
+        yield
+    finally:
+        del _HELD[key]
+        file.unlink(missing_ok=True)
+        _remove_if_empty(created)
+
+
+def _acquire(file: Path, target: Path) -> None:
     host = socket.gethostname()
     for _ in range(2):
         try:
@@ -200,16 +377,15 @@ def lock(target: str | Path) -> Iterator[None]:
             file.unlink(missing_ok=True)  # stale: its writer is gone
             continue
         except OSError as err:
-            raise RunError(f"cannot write beside {str(target)!r}: {err.strerror}") from None
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{os.getpid()} {host}\n")
-        break
-    else:  # pragma: no cover - two processes racing for a stale lock
-        raise RunError(f"{str(target)!r} is being written by another process: wait for it to finish")
-    try:
-        yield
-    finally:
-        file.unlink(missing_ok=True)
+            raise RunError(f"cannot write beside {str(target)!r}: {err.strerror or err}") from None
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{os.getpid()} {host}\n")
+        except OSError as err:  # a full disk
+            file.unlink(missing_ok=True)
+            raise RunError(f"cannot write beside {str(target)!r}: {err.strerror or err}") from None
+        return
+    raise RunError(f"{str(target)!r} is being written by another process: wait for it to finish")  # pragma: no cover
 
 
 def _lock_owner(file: Path) -> tuple[int, str] | None:
@@ -227,30 +403,44 @@ class StagedDirectory:
     failed rewrite. It holds the target's lock from creation to commit or abort."""
 
     def __init__(self, target: str | Path, overwrite: bool = False, what: str = "output"):
-        self.target = Path(target)
+        self.target = _named(target, what)
         if self.target.exists() and not overwrite:
             raise RunError(f"{what} {str(self.target)!r} already exists: overwrite it, or choose another path")
         if self.target.exists() and not self.target.is_dir():
             raise RunError(f"{what} {str(self.target)!r} is a file: expected a directory path")
+        self.what = what
         self._lock = lock(self.target)
         self._lock.__enter__()
         try:
-            remove_stale_temporaries(self.target)
             self.path = _temporary(self.target, ".tmp")
             self.path.mkdir()
+        except OSError as err:
+            self._lock.__exit__(None, None, None)
+            raise RunError(f"cannot create {what} {str(self.target)!r}: {err.strerror or err}") from None
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
 
     def commit(self) -> Path:
+        """Move the staged directory into place (an old ``target`` is moved aside first and removed after); on any
+        error the old ``target`` is put back and the staged directory removed."""
         try:
             if self.target.exists():
                 old = _temporary(self.target, ".old")
                 os.replace(self.target, old)
-                os.replace(self.path, self.target)
+                try:
+                    os.replace(self.path, self.target)
+                except BaseException:
+                    os.replace(old, self.target)
+                    raise
                 _remove(old)
             else:
                 os.replace(self.path, self.target)
+        except BaseException as err:
+            _remove(self.path)
+            if isinstance(err, OSError):
+                raise RunError(f"cannot move {self.what} {str(self.target)!r} into place: {err.strerror or err}") from None
+            raise
         finally:
             self._lock.__exit__(None, None, None)
         return self.target
@@ -280,7 +470,7 @@ def open_run(target: str | Path, *, overwrite: bool = False, resume: bool = Fals
       the old one only when complete; on any error or interrupt the old run stays as it was.
     - otherwise a one-line :class:`RunError`.
     """
-    target = Path(target)
+    target = _named(target, f"{what} directory")
     if target.exists() and not target.is_dir():
         raise RunError(f"{what} directory {str(target)!r} is a file: expected a directory path")
     existing = target.is_dir() and any(target.iterdir())
@@ -291,9 +481,9 @@ def open_run(target: str | Path, *, overwrite: bool = False, resume: bool = Fals
             yield staging
         return
     with lock(target):
-        remove_stale_temporaries(target)
         created = not target.exists()
         make_directory(target)
+        remove_stale_temporaries_inside(target)
         try:
             yield target
         except KeyboardInterrupt:

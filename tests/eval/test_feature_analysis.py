@@ -1,10 +1,18 @@
 """Transform-block analysis, stabilisers, families, SAE equivariant matching and irrep matching on planted cases."""
 
+import json
+
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from groupcc.crosscoders import Dictionary, DictionaryConfig, plant_group_features
+from groupcc.errors import GroupccError
+from groupcc.eval.analysis import AnalysisSettings, analysis_bytes, analysis_summary
+from groupcc.eval.pipeline import analyze_dictionary
+from groupcc.groups import limits
 from groupcc.eval.comparisons import compare_labels, confusion, purity
 from groupcc.eval.families import cluster, signatures
 from groupcc.eval.irrep_matching import match_irreps
@@ -193,3 +201,64 @@ def test_comparisons():
     table, names = confusion([0, 0, 1], ["a", "b", "b"])
     np.testing.assert_array_equal(table, [[1, 1], [0, 1]])
     assert names == ["a", "b"]
+    assert compare_labels([], []) == {"ari": None, "nmi": None, "purity": None, "n_families": 0, "n_labels": 0, "n_items": 0}
+
+
+def test_max_families_one_gives_one_family(planted):
+    blocks, _, _ = planted
+    assert cluster(signatures(S4, blocks, np.ones(len(blocks))), max_families=1).n_families == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("matching_rows", 0, r"matching_rows = 0: expected an integer in \[1, "),
+    ("matching_rows", 2**64, "matching_rows = 18446744073709551616: expected an integer"),
+    ("n_families", -1, r"n_families = -1: expected an integer in \[1, "),
+    ("max_families", 1.5, "max_families = 1.5: expected an integer"),
+    ("min_explained", 2, r"min_explained = 2: expected a finite number in \[0, 1\]"),
+    ("min_explained", float("nan"), "min_explained = nan"),
+    ("stabiliser_tolerance", float("nan"), r"stabiliser_tolerance = nan: expected a finite number in \[0, 2\)"),
+    ("stabiliser_tolerance", float("inf"), "stabiliser_tolerance = inf"),
+    ("stabiliser_tolerance", -0.1, "stabiliser_tolerance = -0.1"),
+    ("batch_rows", True, "batch_rows = True"),
+    ("seed", -3, r"seed = -3: expected an integer in \[0, 9223372036854775807\]"),
+    ("seed", 2**64, "seed = 18446744073709551616"),
+])
+def test_analysis_settings_refuse_bad_values_in_one_line(field, value, message):
+    with pytest.raises(GroupccError, match=message) as err:
+        AnalysisSettings(**{field: value})
+    assert "\n" not in str(err.value)
+
+
+def planted_crosscoder(n_features=6, dead=0):
+    """A D4 crosscoder whose decoder is the planted features (``dead`` of them never fire), and activations."""
+    group = get_group("D4")
+    planted = plant_group_features(group, d=6, n_features=n_features, seed=0)
+    acts, _ = planted.sample(200, np.random.default_rng(0), active=2.0, noise=0.0)
+    dictionary = Dictionary(DictionaryConfig(kind="crosscoder", d=6, n_features=n_features, n_blocks=group.order, sparsity="l1"), seed=0)
+    with torch.no_grad():
+        dictionary.b_enc[:dead] = -1e6
+    return dictionary, acts, group
+
+
+def test_the_number_of_families_is_checked_against_the_features():
+    dictionary, acts, group = planted_crosscoder(n_features=6, dead=3)
+    with pytest.raises(GroupccError, match="n_families = 7: expected at most the dictionary's 6 features"):
+        analyze_dictionary(dictionary, acts, group, n_families=7, progress=False)
+    with pytest.raises(GroupccError, match="n_families = 4: only 3 of the 6 features fire, expected at most 3"):
+        analyze_dictionary(dictionary, acts, group, n_families=4, progress=False)
+    assert analyze_dictionary(dictionary, acts, group, n_families=3, progress=False).families.n_families == 3
+
+
+def test_an_analysis_too_large_for_memory_is_refused_up_front(monkeypatch):
+    dictionary, acts, group = planted_crosscoder()
+    assert analysis_bytes(group, 10**6, 10**5, 128, "sae", AnalysisSettings()) > 10**12  # [F, F] matrices and codes
+    monkeypatch.setattr(limits, "physical_memory_bytes", lambda: 10**4)
+    with pytest.raises(GroupccError, match=r"analysing 6 crosscoder features of D4 on 200 inputs would need about .* of memory, more than"):
+        analyze_dictionary(dictionary, acts, group, progress=False)
+
+
+def test_a_summary_with_no_firing_feature_is_strict_json():
+    dictionary, acts, group = planted_crosscoder(n_features=4, dead=4)
+    analysis = analyze_dictionary(dictionary, acts, group, progress=False)
+    text = json.dumps(analysis_summary(analysis), allow_nan=False)  # no NaN anywhere
+    assert json.loads(text)["n_firing"] == 0

@@ -1,18 +1,27 @@
 """Run directories: permissions from the umask, atomic and strict writes, locks, overwrite that keeps the old run
 until the new one is complete, stale temporaries cleaned, one bit-exact checkpoint format."""
 
+import errno
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
 
+from groupcc.errors import GroupccError
+from groupcc.groups import get_group
+from groupcc.training import runs
 from groupcc.training.runs import (
     RunError,
     StagedDirectory,
+    check_number,
+    check_output,
+    check_replaceable,
+    group_fingerprint,
     load_state,
     lock,
     open_run,
@@ -49,13 +58,51 @@ def test_json_is_strict():
         write_json("/nonexistent/never-written.json", {"fvu": float("nan")})
 
 
+def dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+
+
 def test_a_second_writer_is_refused_with_one_line(tmp_path):
-    with lock(tmp_path / "run"):
-        with pytest.raises(RunError, match=r"'.*run' is being written by process \d+") as err:
-            with open_run(tmp_path / "run"):
-                pass
-        assert "\n" not in str(err.value)
-    assert list(tmp_path.iterdir()) == []  # the lock is gone, nothing was created
+    held, release, errors = threading.Event(), threading.Event(), []
+
+    def first_writer():
+        with lock(tmp_path / "run"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first_writer)
+    thread.start()
+    held.wait(10)
+    try:
+        for second in (lambda: open_run(tmp_path / "run"), lambda: lock(tmp_path / "run"), lambda: StagedDirectory(tmp_path / "run")):
+            with pytest.raises(RunError, match=r"'.*run' is being written by process \d+") as err:
+                with second():
+                    errors.append("entered")
+            assert "\n" not in str(err.value)
+    finally:
+        release.set()
+        thread.join()
+    assert errors == [] and list(tmp_path.iterdir()) == []  # the lock is gone, nothing was created
+
+
+def test_the_holder_may_take_its_lock_again(tmp_path):
+    with lock(tmp_path / "store"):
+        with StagedDirectory(tmp_path / "store") as staging:  # a writer inside a command that holds the lock
+            write_json(staging / "manifest.json", {})
+        assert (tmp_path / ".store.lock").is_file()  # released with the outermost hold only
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_a_failed_writer_removes_the_parents_it_created(tmp_path):
+    with pytest.raises(ValueError):
+        with open_run(tmp_path / "a" / "b" / "run") as run:
+            write_json(run / "config.json", {})
+            raise ValueError("bad data")
+    with pytest.raises(ValueError):
+        with StagedDirectory(tmp_path / "c" / "store") as staging:
+            write_json(staging / "manifest.json", {})
+            raise ValueError("bad data")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_lock_of_a_dead_process_is_taken_over(tmp_path):
@@ -107,15 +154,110 @@ def test_an_output_under_a_file_is_one_line(tmp_path):
 
 
 def test_temporaries_of_a_killed_writer_are_removed_by_the_next_one(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = dead_pid()
     stale = tmp_path / f".store.{dead}.abcd1234.tmp"
     stale.mkdir()
     (stale / "shard_00000.npy").write_bytes(b"x" * 100)
     mine = tmp_path / f".store.{os.getpid()}.abcd1234.tmp"  # a live writer's: kept
     mine.mkdir()
+    (tmp_path / f".other.{dead}.abcd1234.tmp").mkdir()  # another output's: not this writer's to remove
+    (tmp_path / ".store.lock").write_text(f"{dead} {os.uname().nodename}\n")  # SIGKILLed: its lock stayed
     with StagedDirectory(tmp_path / "store") as staging:
         write_json(staging / "manifest.json", {})
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["store", mine.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["store", mine.name, f".other.{dead}.abcd1234.tmp"])
+
+
+def test_a_resumed_run_loses_the_temporaries_of_its_killed_writer(tmp_path):
+    dead = dead_pid()
+    with pytest.raises(KeyboardInterrupt):
+        with open_run(tmp_path / "run") as run:
+            write_json(run / "config.json", {})
+            (run / "checkpoints").mkdir()
+            (run / "checkpoints" / f".epoch_1.safetensors.{dead}.0123abcd.tmp").write_bytes(b"half")
+            (run / f".state.safetensors.{dead}.0123abcd.tmp").write_bytes(b"half")
+            raise KeyboardInterrupt
+    with open_run(tmp_path / "run", resume=True) as run:
+        pass
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["checkpoints", "config.json"]
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="'.*file' is a file, not a directory"):
+        check_output(tmp_path / "file" / "a" / "store", "activation store")
+    with pytest.raises(RunError, match="is a file: expected a directory path"):
+        check_output(tmp_path / "file")
+    monkeypatch.setattr(runs.os, "access", lambda path, mode: False)  # as on a read-only file system
+    with pytest.raises(RunError, match=r"cannot create analysis directory '.*new': '.*' is not writable"):
+        check_output(tmp_path / "new", "analysis directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_only_a_run_of_the_same_kind_is_replaced(tmp_path):
+    write_json(tmp_path / "run" / "config.json", {})
+    with pytest.raises(RunError, match="is not an activation store .it has no manifest.json"):
+        check_replaceable(tmp_path / "run", True, "manifest.json", "activation store")
+    write_json(tmp_path / "store" / "manifest.json", {})
+    with pytest.raises(RunError, match="already exists: overwrite it"):
+        check_replaceable(tmp_path / "store", False, "manifest.json", "activation store")
+    check_replaceable(tmp_path / "store", True, "manifest.json", "activation store")
+    check_replaceable(tmp_path / "new", False, "manifest.json", "activation store")
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EROFS])
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, code):
+    real_write = os.write
+
+    def failing_write(fd, data):
+        if len(data) > 100:
+            raise OSError(code, os.strerror(code))
+        return real_write(fd, data)
+
+    with pytest.raises(RunError) as err:
+        with StagedDirectory(tmp_path / "store") as staging:
+            write_json(staging / "small.json", {})
+            monkeypatch.setattr(runs.os, "write", failing_write)
+            runs.atomic_write(staging / "shard.bin", lambda tmp: os.write(os.open(tmp, os.O_WRONLY), b"x" * 1000))
+    assert str(err.value).startswith("cannot write '") and str(err.value).endswith(f"shard.bin': {os.strerror(code)}")
+    monkeypatch.undo()
+    with pytest.raises(RunError, match="No space left on device"):  # safetensors reports it as its own error
+        runs.atomic_write(tmp_path / "w.safetensors", lambda tmp: (_ for _ in ()).throw(runs.SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_swap_keeps_the_old_run_and_removes_the_new(tmp_path, monkeypatch):
+    write_json(tmp_path / "store" / "manifest.json", {"version": "old"})
+    staged = StagedDirectory(tmp_path / "store", overwrite=True)
+    write_json(staged.path / "manifest.json", {"version": "new"})
+    real_replace = os.replace
+
+    def failing_replace(source, target):
+        if str(source) == str(staged.path):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(runs.os, "replace", failing_replace)
+    with pytest.raises(RunError, match="cannot move output '.*store' into place"):
+        staged.commit()
+    assert json.loads((tmp_path / "store" / "manifest.json").read_text()) == {"version": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_values_are_checked_in_one_line():
+    assert check_number("seed", 2**63 - 1, 0, integer=True) == 2**63 - 1
+    for value in (-1, 2**64, 1.5, True, "3", float("nan")):
+        with pytest.raises(GroupccError, match=r"^seed = .*: expected an integer in \[0, 9223372036854775807\]$"):
+            check_number("seed", value, 0, integer=True)
+    for value in (float("nan"), float("inf"), 0, 10**400):
+        with pytest.raises(GroupccError, match=r"^lr = .*: expected a finite number in \(0, 10\]$"):
+            check_number("lr", value, 0, 10, low_open=True)
+
+
+def test_a_group_is_recognised_by_its_table():
+    assert get_group("S3").order == get_group("C6").order
+    assert group_fingerprint(get_group("S3").mult_table) != group_fingerprint(get_group("C6").mult_table)
+    assert group_fingerprint(get_group("S3").mult_table) == group_fingerprint(get_group("S3").mult_table.astype("int32"))
 
 
 def test_a_saved_state_restores_model_and_optimiser_bit_exactly(tmp_path):
