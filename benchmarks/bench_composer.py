@@ -31,15 +31,8 @@ class PlainMLP(nn.Module):
         return self.unembed(torch.relu(self.linear(x)))
 
 
-def steps_per_second(model, config, a, b, y, steps: int, device) -> float:
-    optimizer = _optimizer(model, config)
-
-    def step():
-        loss = float64_cross_entropy(model(a, b), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+def timed(step, steps: int, device) -> float:
+    """Seconds for ``steps`` calls of ``step`` after a warm-up (CUDA synchronised)."""
     for _ in range(10):  # warm-up
         step()
     if device.type == "cuda":
@@ -49,7 +42,19 @@ def steps_per_second(model, config, a, b, y, steps: int, device) -> float:
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def steps_per_second(model, config, a, b, y, steps: int, device) -> float:
+    optimizer = _optimizer(model, config)
+
+    def step():
+        loss = float64_cross_entropy(model(a, b), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return steps / timed(step, steps, device)
 
 
 def main() -> None:

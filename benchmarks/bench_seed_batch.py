@@ -8,26 +8,13 @@ Usage: python benchmarks/bench_seed_batch.py [--seeds 4] [--steps 100] [--arch m
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_composer import timed  # the same warm-up and timing as the single-model benchmark
 
 from groupcc.training.composer_training import ComposerData, _optimizer, _seed_losses, default_config, float64_cross_entropy
 from groupcc.training.composers import SeedBatch, build_composer
 from groupcc.training.devices import resolve_device
-
-
-def _timed(step, steps: int, device) -> float:
-    for _ in range(5):  # warm-up
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -71,8 +58,8 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}")
     rounds = {"sequential": [], "batched": []}
     for _ in range(3):  # interleaved, so load changes hit both alike
-        rounds["sequential"].append(_timed(sequential_step, args.steps, device))
-        rounds["batched"].append(_timed(batched_step, args.steps, device))
+        rounds["sequential"].append(timed(sequential_step, args.steps, device))
+        rounds["batched"].append(timed(batched_step, args.steps, device))
     sequential, batched = min(rounds["sequential"]), min(rounds["batched"])
     print(f"{len(seeds)} sequential runs : {args.steps / sequential:8.1f} epochs/s of all seeds ({args.steps * len(seeds) / sequential:8.1f} seed-epochs/s)")
     print(f"one batched model: {args.steps / batched:8.1f} epochs/s of all seeds ({args.steps * len(seeds) / batched:8.1f} seed-epochs/s)"
