@@ -79,6 +79,10 @@ class TrainingError(GroupccError):
     """Bad trainer settings, non-finite activations, or a run directory that cannot be resumed."""
 
 
+#: Upper bound of the trainer's counts (steps, batch size, intervals): anything larger is a typo, not a plan.
+MAX_COUNT = 10**9
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """How a dictionary is trained.
@@ -126,8 +130,10 @@ class TrainerConfig:
             value = getattr(self, name)
             if name == "batch_size" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainingError(f"{name} = {value!r}: expected a positive integer")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+                raise TrainingError(f"{name} = {value!r}: expected a positive integer, at most {MAX_COUNT}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise TrainingError(f"seed = {self.seed!r}: expected an integer in [0, 2^63)")
         for name in ("lr_warmup_fraction", "lr_decay_fraction", "l1_warmup_fraction", "beta1", "beta2"):
             if not 0 <= getattr(self, name) <= 1:
                 raise TrainingError(f"{name} = {getattr(self, name)!r}: expected a number in [0, 1]")
