@@ -160,6 +160,9 @@ def default_config(group: str, arch: str = "mlp", **overrides) -> ComposerTraini
     ignored)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     group_obj = get_group(group)
+    if group_obj.order < 2:
+        raise GroupccError(f"group {group!r} has {group_obj.order} element: a composer needs at least 2 "
+                           f"(pairs to train on and pairs to test)")
     architecture_keys = set(ComposerArchitecture.__dataclass_fields__) - {"arch", "n_elements"}
     known = architecture_keys | {f.name for f in fields(ComposerTrainingConfig) if f.init} - {"group", "architecture"}
     if set(overrides) - known:

@@ -181,6 +181,8 @@ def test_paper_defaults_and_errors(tmp_path):
                           ("epochs", 0), ("betas", (0.9, 1.0)), ("d_hidden", 0), ("n_heads", -1), ("device", "gpu")]:
         with pytest.raises(ValueError, match=option if option != "device" else "unknown device"):
             default_config("S3", "transformer", **{option: value})
+    with pytest.raises(ValueError, match="group 'C1' has 1 element"):
+        default_config("C1")
     small = default_config("D7")  # outside the paper's table: the small-group defaults, early stopping on
     assert (small.train_frac, small.lr, small.patience) == (0.9, 1e-2, 1000) and default_config("S5").patience == 0
     with pytest.raises(ValueError, match="bad word"):
