@@ -31,7 +31,17 @@ from groupcc.errors import GroupccError
 
 from .devices import resolve_device
 from .progress import progress_bar
-from .runs import CONFIG, HISTORY, METRICS, StagedDirectory, read_json, read_safetensors, write_json, write_safetensors
+from .runs import (
+    CONFIG,
+    HISTORY,
+    METRICS,
+    StagedDirectory,
+    check_number,
+    read_json,
+    read_safetensors,
+    write_json,
+    write_safetensors,
+)
 from .shapes import SHAPE_KINDS, SHAPE_SYMMETRY, ShapeImages, check_kinds, generate_shapes
 
 
@@ -88,13 +98,13 @@ class TestbedConfig:
 
     def __post_init__(self):
         self.kinds = check_kinds(self.kinds)
-        for name in ("n_train", "n_test", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise GroupccError(f"testbed {name} must be >= 1, got {getattr(self, name)}")
-        if self.size < 8:
-            raise GroupccError(f"testbed image size must be >= 8, got {self.size}")
-        if not self.lr > 0:
-            raise GroupccError(f"testbed learning rate must be > 0, got {self.lr}")
+        check_number("n_train", self.n_train, 1, MAX_IMAGES, integer=True)
+        check_number("n_test", self.n_test, 1, MAX_IMAGES, integer=True)
+        check_number("epochs", self.epochs, 1, 10**6, integer=True)
+        check_number("batch_size", self.batch_size, 1, MAX_IMAGES, integer=True)
+        check_number("size", self.size, 8, MAX_IMAGE_SIZE, integer=True)
+        check_number("lr", self.lr, 0, 10, low_open=True)
+        check_number("seed", self.seed, 0, integer=True)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"kinds": list(self.kinds)}
@@ -104,6 +114,10 @@ class TestbedConfig:
         data = {k: v for k, v in data.items() if k != "kind"}
         return cls(**data)
 
+
+#: Bounds on a testbed's sizes: beyond them the arrays would not fit in memory anyway (a typo, not a plan).
+MAX_IMAGES = 10**7
+MAX_IMAGE_SIZE = 4096
 
 #: An orientation counts as right when within this angle of the truth (half a bin of 16 per turn).
 ORIENTATION_TOLERANCE = math.pi / 16

@@ -64,13 +64,6 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
     ("vision harvest", "--max-offset", "inf"): "traceback: OverflowError 'high - low range exceeds valid bounds' from numpy",
     ("vision harvest", "--seed", "negative"): "traceback: ValueError 'expected non-negative integer' from numpy",
     ("vision harvest", "--seed", "huge"): "accepted",
-    ("vision train-testbed", "--size", "huge"): "traceback: ValueError 'Maximum allowed dimension exceeded', shapes.py",
-    ("vision train-testbed", "--n-train", "huge"): "traceback: ValueError 'Maximum allowed dimension exceeded' from numpy",
-    ("vision train-testbed", "--n-test", "huge"): "traceback: ValueError 'Maximum allowed dimension exceeded' from numpy",
-    ("vision train-testbed", "--epochs", "huge"): "traceback: ValueError 'Overflow when unpacking long long' from torch",
-    ("vision train-testbed", "--batch-size", "huge"): "traceback: ValueError 'Overflow when unpacking long long', torch split",
-    ("vision train-testbed", "--seed", "negative"): "traceback: ValueError 'expected non-negative integer' from numpy",
-    ("vision train-testbed", "--seed", "huge"): "accepted",
 }
 
 #: Options for which 0 is a meaningful value (0 is a bad value for every other integer option).
