@@ -21,6 +21,7 @@ from groupcc.training.composer_training import (
 )
 from groupcc.training.composers import ACTIVATIONS, COMPOSER_LAYERS, INITS, ComposerArchitecture
 from groupcc.training.paper_import import import_paper_run
+from groupcc.training.runs import METRICS, read_json
 
 from .options import add_options, option_values
 
@@ -107,9 +108,10 @@ def run_train(args: argparse.Namespace) -> None:
     config = default_config(args.group, args.arch, **options)
     if args.seeds:
         outs = seed_directories(args.out or f"runs/{args.group}_{args.arch}", args.seeds)
-        what = f"--out {args.out}" if args.out else ""
+        where = f"--seeds {','.join(map(str, args.seeds))}" + (f" --out {args.out}" if args.out else "")
     else:
         outs = [Path(args.out or f"runs/{args.group}_{args.arch}_s{config.seed}")]
+        where = f"--out {outs[0]}"
     if args.resume:
         check_resume(outs, args.group, args.arch, options)
     existed = any(out.is_dir() and any(out.iterdir()) for out in outs)
@@ -119,9 +121,8 @@ def run_train(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         if args.overwrite and existed and not args.resume:
             raise SystemExit(f"groupcc: interrupted before the new run was complete: {', '.join(map(str, outs))} unchanged") from None
-        seeds = f"--seeds {','.join(map(str, args.seeds))} {what}" if args.seeds else f"--out {outs[0]}"
         raise SystemExit(f"groupcc: interrupted; the state is saved: continue with 'groupcc composer train --group {args.group} "
-                         f"--arch {args.arch} {seeds.strip()} --resume'") from None
+                         f"--arch {args.arch} {where} --resume'") from None
     for out, metrics in zip(outs, all_metrics):
         config = load_training_config(out)  # on resume, the run's own settings
         seed = config.seed
@@ -189,8 +190,8 @@ PAPER_SUMMARY_KEYS = [("W_a", "percent_x_embed_explained"), ("W_b", "percent_y_e
 
 def paper_summary_line(run) -> list[str]:
     """For a run imported from the paper's code with its summary_metrics.json: the paper's stored numbers."""
-    path = run.path / "metrics.json"
-    stored = json.loads(path.read_text()).get("imported", {}).get("paper_summary_metrics") if path.exists() else None
+    path = run.path / METRICS
+    stored = read_json(path, what="composer metrics").get("imported", {}).get("paper_summary_metrics") if path.exists() else None
     if not stored:
         return []
     parts = [f"{name} {stored[key]:.2%}" if not name.endswith(("loss", "excluded", "restricted")) else f"{name} {stored[key]:.3g}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import re
 import time
@@ -139,9 +138,6 @@ class ComposerTrainingConfig:
         out = asdict(self)
         out["architecture"] = self.architecture.to_dict()
         return out
-
-    def to_json_text(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ComposerTrainingConfig":
@@ -351,7 +347,7 @@ def fit_composer_seeds(
                 configs.append(load_training_config(out))
             else:
                 configs.append(dataclasses.replace(config, seed=seed))
-        if len({dataclasses.replace(c, seed=0).to_json_text() for c in configs}) > 1:
+        if any(dataclasses.replace(c, seed=0) != dataclasses.replace(configs[0], seed=0) for c in configs):
             raise GroupccError("the runs to resume together differ in more than their seeds: resume them one by one")
         return _fit(configs, outs, progress, save_every_seconds, on_epoch)
 
@@ -367,7 +363,11 @@ def _fit(configs: list[ComposerTrainingConfig], outs: list[Path], progress: bool
         start, history, split = 0, [], None
         if (out / STATE).exists():
             start, history, split = _restore(out, model, optimizer)
-        models.append(model), optimizers.append(optimizer), starts.append(start), histories.append(history), splits.append(split)
+        models.append(model)
+        optimizers.append(optimizer)
+        starts.append(start)
+        histories.append(history)
+        splits.append(split)
     if len(set(starts)) > 1:
         raise GroupccError(f"the runs to resume together stopped at different epochs {starts}: resume them one by one")
     data = [ComposerData.build(c, device, split) for c, split in zip(configs, splits)]
