@@ -27,7 +27,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -45,6 +44,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from groupcc.errors import GroupccError
+from groupcc.groups.validation import MAX_INT, check_number  # noqa: F401 - re-exported: config dataclasses import them from here
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -66,35 +66,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 # ---------------------------------------------------------------------- what a run is made from
-#: The largest integer a config value may take (seeds, counts, sizes): what fits a signed 64-bit integer.
-MAX_INT = 2**63 - 1
-
-
-def check_number(name: str, value, low: float | None = None, high: float | None = None, *, integer: bool = False,
-                 low_open: bool = False, high_open: bool = False):
-    """``value`` when it is a finite number (an ``int`` when ``integer``, at most :data:`MAX_INT`; never a
-    ``bool``) in the interval from ``low`` to ``high`` (closed unless ``*_open``), else a one-line
-    :class:`GroupccError` naming the value and the interval. Config dataclasses validate their fields with it
-    before anything is created."""
-    kinds = (int,) if integer else (int, float)
-    high = MAX_INT if integer and high is None else high
-    ok = isinstance(value, kinds) and not isinstance(value, bool) and _finite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low))
-    ok = ok and (high is None or (value < high if high_open else value <= high))
-    if not ok:
-        bounds = (f"{'(' if low_open or low is None else '['}{'-inf' if low is None else low}, "
-                  f"{'inf' if high is None else high}{')' if high_open or high is None else ']'}")
-        raise GroupccError(f"{name} = {value!r}: expected {'an integer' if integer else 'a finite number'} in {bounds}")
-    return value
-
-
-def _finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:  # an integer beyond float range
-        return False
-
-
 def group_fingerprint(mult_table) -> str:
     """A short hash of a group's multiplication table (``int64``, little-endian): two groups of the same order
     but different tables (C6 and S3) differ, so a record that names the wrong group is noticed."""

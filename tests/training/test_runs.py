@@ -12,13 +12,11 @@ import threading
 import pytest
 import torch
 
-from groupcc.errors import GroupccError
 from groupcc.groups import get_group
 from groupcc.training import runs
 from groupcc.training.runs import (
     RunError,
     StagedDirectory,
-    check_number,
     check_output,
     check_replaceable,
     group_fingerprint,
@@ -242,16 +240,6 @@ def test_a_failed_swap_keeps_the_old_run_and_removes_the_new(tmp_path, monkeypat
         staged.commit()
     assert json.loads((tmp_path / "store" / "manifest.json").read_text()) == {"version": "old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
-
-
-def test_values_are_checked_in_one_line():
-    assert check_number("seed", 2**63 - 1, 0, integer=True) == 2**63 - 1
-    for value in (-1, 2**64, 1.5, True, "3", float("nan")):
-        with pytest.raises(GroupccError, match=r"^seed = .*: expected an integer in \[0, 9223372036854775807\]$"):
-            check_number("seed", value, 0, integer=True)
-    for value in (float("nan"), float("inf"), 0, 10**400):
-        with pytest.raises(GroupccError, match=r"^lr = .*: expected a finite number in \(0, 10\]$"):
-            check_number("lr", value, 0, 10, low_open=True)
 
 
 def test_a_group_is_recognised_by_its_table():
