@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass, fields
+
+from groupcc.groups.limits import array_bytes, memory_refusal
+from groupcc.groups.validation import check_number
 
 from .errors import DictionaryError
 
@@ -16,6 +18,10 @@ BATCH_THRESHOLD_SPARSITIES = ("batchtopk", "matryoshka")
 K_SPARSITIES = ("topk", "batchtopk", "matryoshka")
 ENCODER_READS = ("identity", "all")
 SAE_INPUTS = ("identity", "all")
+#: Most features a dictionary may have (``n_features``, and the ``k`` and ``aux_k`` that count features): a
+#: billion features of width 1 already need 8 GB of weights; the memory estimate (:attr:`DictionaryConfig.parameter_bytes`)
+#: bounds the product with the width and the blocks.
+MAX_FEATURES = 10**9
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class DictionaryConfig:
         sae_input: what an SAE is trained, evaluated and analysed on when the activations have several blocks:
             ``"identity"`` (block 0, the untransformed inputs) or ``"all"`` (every block as its own input).
         aux_k: at most this many dead features reconstruct the residual in the AuxK loss (Gao et al. 2024 use
-            a power of two near ``d/2``); ``topk``/``batchtopk`` only.
+            a power of two near ``d/2``; a value above ``n_features`` acts as ``n_features``); ``topk``/``batchtopk`` only.
         aux_coefficient: weight ``α`` of the AuxK loss.
         dead_after_steps: a feature that has not fired for this many training steps is dead.
         threshold_momentum: during training, ``batchtopk``'s and ``matryoshka``'s inference threshold is an
@@ -90,25 +96,25 @@ class DictionaryConfig:
         _expect_choice("sparsity", self.sparsity, SPARSITIES)
         _expect_choice("encoder_reads", self.encoder_reads, ENCODER_READS)
         _expect_choice("sae_input", self.sae_input, SAE_INPUTS)
-        for name in ("d", "n_features", "n_blocks", "k", "aux_k", "dead_after_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DictionaryError(f"{name} = {value!r}: expected a positive integer")
+        for name, high in (("d", None), ("n_blocks", None), ("n_features", MAX_FEATURES), ("k", MAX_FEATURES),
+                           ("aux_k", MAX_FEATURES), ("dead_after_steps", None)):
+            check_number(name, getattr(self, name), 1, high, integer=True, error=DictionaryError)
         for name in ("l1_coefficient", "l0_coefficient", "aux_coefficient", "decoder_init_norm"):
-            if not _is_number(getattr(self, name)) or not getattr(self, name) >= 0:
-                raise DictionaryError(f"{name} = {getattr(self, name)!r}: expected a number >= 0")
+            check_number(name, getattr(self, name), 0, error=DictionaryError)
         for name in ("jumprelu_bandwidth", "jumprelu_init_threshold"):
-            if not _is_number(getattr(self, name)) or not 0 < getattr(self, name) < float("inf"):
-                raise DictionaryError(f"{name} = {getattr(self, name)!r}: expected a finite number > 0")
+            check_number(name, getattr(self, name), 0, low_open=True, error=DictionaryError)
+        check_number("threshold_momentum", self.threshold_momentum, 0, 1, high_open=True, error=DictionaryError)
         if not isinstance(self.unit_norm_decoder, bool):
             raise DictionaryError(f"unit_norm_decoder = {self.unit_norm_decoder!r}: expected true or false")
         object.__setattr__(self, "matryoshka_sizes", self._checked_matryoshka_sizes())
-        if not 0 <= self.threshold_momentum < 1:
-            raise DictionaryError(f"threshold_momentum = {self.threshold_momentum!r}: expected a number in [0, 1)")
         if self.kind == "sae" and self.n_blocks != 1:
             raise DictionaryError(f"an SAE has one block, got n_blocks = {self.n_blocks}: use kind 'crosscoder'")
         if self.sparsity in K_SPARSITIES and self.k > self.n_features:
             raise DictionaryError(f"k = {self.k} exceeds n_features = {self.n_features}: expected k <= n_features")
+        refusal = memory_refusal(f"the weights of a {self.kind} of {self.n_features} features x {self.n_blocks} blocks "
+                                 f"x width {self.d}", self.parameter_bytes)
+        if refusal:
+            raise DictionaryError(f"{refusal}: expected fewer features")
 
     def _checked_matryoshka_sizes(self) -> tuple[int, ...]:
         """``matryoshka_sizes`` as a tuple (JSON gives a list), or a one-line error: increasing positive integers
@@ -121,6 +127,14 @@ class DictionaryConfig:
                 return sizes
         raise DictionaryError(f"matryoshka_sizes = {self.matryoshka_sizes!r}: expected increasing positive integers "
                               f"ending at n_features = {self.n_features}, e.g. {list(default_matryoshka_sizes(self.n_features))}")
+
+    @property
+    def parameter_bytes(self) -> int:
+        """Bytes of the dictionary's float32 weights (an exact integer: no overflow): ``W_enc`` ``[R, d, F]``,
+        ``W_dec`` ``[F, B, d]`` and per feature ``b_enc``, the JumpReLU threshold and the ``int64`` firing counter
+        (``b_dec``'s ``B·d`` is left out, negligible beside the decoder). Training holds four times as much
+        (gradients and Adam's two moments)."""
+        return array_bytes((self.n_features, (self.read_blocks + self.n_blocks) * self.d + 4))
 
     @property
     def matryoshka_prefixes(self) -> tuple[int, ...]:
@@ -163,10 +177,6 @@ class DictionaryConfig:
 def default_matryoshka_sizes(n_features: int) -> tuple[int, ...]:
     """``F/16, F/4, F`` (rounded up, repeats dropped): a few coarse-to-fine levels."""
     return tuple(sorted({max(1, -(-n_features // 16)), max(1, -(-n_features // 4)), n_features}))
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _expect_choice(name: str, value, choices: tuple[str, ...]) -> None:

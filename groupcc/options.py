@@ -95,8 +95,10 @@ def _scalar(hint):
 
 
 def _integers(text: str) -> tuple[int, ...]:
-    """``"32,64,256"`` -> ``(32, 64, 256)`` (the dataclass validates the values)."""
+    """``"32,64,256"`` -> ``(32, 64, 256)`` (the dataclass validates the values). Every part must be an integer:
+    ``""`` or ``"32,,64"`` is refused rather than read as fewer values (leaving the option out gives its default)."""
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 32,64,256") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 32,64,256 "
+                                         "(leave the option out for its default)") from None

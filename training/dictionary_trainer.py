@@ -58,6 +58,7 @@ from groupcc.crosscoders.losses import residual
 from groupcc.crosscoders.metrics import MetricsAccumulator, accumulate
 from groupcc.errors import GroupccError
 from groupcc.groups import Group, get_group
+from groupcc.groups.limits import memory_refusal
 
 from .activation_store import (ActivationSource, ActivationStore, RowSubset, as_activation_source, dictionary_input,
                                input_orbits, reads_transformed_blocks, split_rows)
@@ -73,6 +74,8 @@ DEFAULT_BATCH_SIZE = 1024
 RESUMABLE_CHANGES = {"device", "log_every", "checkpoint_every", "val_log_rows"}
 #: Rows per forward pass when evaluating held-out inputs and calibrating thresholds.
 EVAL_CHUNK_ROWS = 1024
+#: Copies of a dictionary's weights that training holds: the weights, their gradients and Adam's two moments.
+TRAINING_COPIES = 4
 
 
 class TrainingError(GroupccError):
@@ -281,6 +284,10 @@ def dictionary_settings(source: ActivationSource, kind: str, *, n_features: int,
         **{name: value for name, value in options.items() if name in dictionary_fields},
     )
     trainer = TrainerConfig(**{name: value for name, value in options.items() if name in trainer_fields})
+    refusal = memory_refusal(f"training {config.n_features} features x {config.n_blocks} blocks x width {config.d} (weights, "
+                             "gradients and Adam's two moments)", TRAINING_COPIES * config.parameter_bytes)
+    if refusal:
+        raise TrainingError(f"{refusal}: expected fewer features")
     return config, trainer
 
 

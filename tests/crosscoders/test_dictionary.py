@@ -9,6 +9,7 @@ import torch
 
 from groupcc.crosscoders import LOSSES, Codes, Dictionary, DictionaryConfig, DictionaryError, aux_k_loss, dictionary_loss, l1_loss
 from groupcc.crosscoders.losses import residual
+from groupcc.groups import limits
 
 SPARSITIES = ["l1", "topk", "batchtopk"]
 
@@ -37,7 +38,10 @@ def one_line_error(match):
     ({"kind": "transcoder"}, "kind = 'transcoder'"),
     ({"encoder_reads": "some"}, "encoder_reads = 'some'"),
     ({"k": 30}, "k = 30 exceeds n_features = 20"),
-    ({"d": 0}, "d = 0: expected a positive integer"),
+    ({"d": 0}, r"d = 0: expected an integer in \[1, "),
+    ({"n_features": 2**63}, r"n_features = 9223372036854775808: expected an integer in \[1, 1000000000\]"),
+    ({"aux_k": 2**63}, r"aux_k = 9223372036854775808: expected an integer in \[1, 1000000000\]"),
+    ({"dead_after_steps": 2**64}, r"dead_after_steps = 18446744073709551616: expected an integer in \[1, 9223372036854775807\]"),
     ({"kind": "sae", "n_blocks": 4}, "an SAE has one block, got n_blocks = 4"),
     ({"threshold_momentum": 1.0}, "threshold_momentum = 1.0"),
 ])
@@ -45,6 +49,14 @@ def test_bad_config_is_a_one_line_error_naming_the_value(bad, match):
     values = {"kind": "crosscoder", "d": 6, "n_features": 20, "n_blocks": 4, **bad}
     with one_line_error(match):
         DictionaryConfig(**values)
+
+
+def test_a_dictionary_whose_weights_do_not_fit_in_memory_is_refused(monkeypatch):
+    monkeypatch.setattr(limits, "physical_memory_bytes", lambda: 16 * 10**9)
+    DictionaryConfig(kind="crosscoder", d=6, n_features=10**7, n_blocks=4)  # 1.4 GB of weights
+    with one_line_error(r"^the weights of a crosscoder of 100000000 features x 4 blocks x width 6 would need about 13.6 GB "
+                        r"of memory, more than the 75% of this machine's 16 GB available: expected fewer features$"):
+        DictionaryConfig(kind="crosscoder", d=6, n_features=10**8, n_blocks=4)
 
 
 def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():

@@ -56,6 +56,16 @@ def test_errors_are_one_line(acts, tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+@pytest.mark.parametrize("sizes", ["", "4,,8", "4,8,"])
+def test_matryoshka_sizes_with_an_empty_part_are_refused_not_read_as_fewer_sizes(tmp_path, capsys, sizes):
+    with pytest.raises(SystemExit) as exit_:
+        main(["dict", "train", "--acts", str(tmp_path), "--kind", "sae", "--features", "8", "--sparsity", "matryoshka",
+              "--matryoshka-sizes", sizes, "--out", str(tmp_path / "y")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"groupcc: error: argument --matryoshka-sizes: {sizes!r}: expected comma-separated integers, "
+                                       "e.g. 32,64,256 (leave the option out for its default) (see 'groupcc dict train --help')\n")
+
+
 def test_dict_train_with_a_held_out_split_prints_and_records_held_out_figures(acts, tmp_path, capsys):
     """D3 under the left action: 6 orbits of 6 pairs; 0.25 of 36 inputs is 9, so 2 orbits (12 inputs) are held out."""
     out = tmp_path / "cc"

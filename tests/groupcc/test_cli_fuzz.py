@@ -44,10 +44,6 @@ from groupcc.cli import build_parser, main
 #: ``(command, option, kind of value)`` -> what happens (found by this test; "huge" is 2**63 and beyond, "accepted"
 #: means exit status 0). Each is skipped here until its command validates the value: then remove it from this list.
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("dict train", "--features", "huge"): "traceback: TypeError from torch.randn (Overflow when unpacking long long), dictionary.py",
-    ("dict train", "--aux-k", "huge"): "accepted",
-    ("dict train", "--dead-after-steps", "huge"): "accepted at 2**63; traceback at 2**64 (OverflowError, dictionary.py)",
-    ("dict train", "--matryoshka-sizes", "empty"): "accepted: '' is read as the default sizes (perhaps intended)",
     ("dict eval", "--max-rows", "huge"): "accepted: read as 'every row' (perhaps intended, but beyond 64 bits)",
     ("dict eval", "--max-rows", "negative"): "one line, but not naming the value: 'refusing to write non-finite numbers as JSON (... nan)'",
     ("dict eval", "--max-rows", "zero"): "one line, but not naming the value: 'refusing to write non-finite numbers as JSON (... nan)'",

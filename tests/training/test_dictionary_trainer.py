@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 
 from groupcc.crosscoders import DictionaryConfig, DictionaryError, plant_group_features, recovered_fraction
 from groupcc.errors import GroupccError
-from groupcc.groups import get_group
+from groupcc.groups import get_group, limits
 from groupcc.training.activation_store import InMemoryActivations, StoreError, input_orbits, split_rows, write_store
 from groupcc.training.dictionary_files import load_dictionary
 from groupcc.training.runs import STATE, load_state
-from groupcc.training.dictionary_trainer import TrainerConfig, TrainingError, fit_dictionary, learning_rate, sparsity_coefficient
+from groupcc.training.dictionary_trainer import (TrainerConfig, TrainingError, fit_dictionary, learning_rate, sparsity_coefficient,
+                                                 train_dictionary)
 
 D, N_PLANTED, N_FEATURES = 24, 32, 64  # 32 planted features in 24 dimensions: in superposition
 
@@ -182,6 +183,16 @@ def test_an_sae_trains_on_every_block_of_multi_block_activations(tmp_path):
 def test_bad_trainer_settings_are_named(bad, match):
     with pytest.raises(TrainingError, match=match):
         TrainerConfig(**bad)
+
+
+def test_training_that_would_not_fit_in_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """Its weights fit (4.1 GB, under the 12 GB budget) but with gradients and Adam's moments they would not."""
+    monkeypatch.setattr(limits, "physical_memory_bytes", lambda: 16 * 10**9)
+    match = (r"^training 30000000 features x 4 blocks x width 6 \(weights, gradients and Adam's two moments\) would need "
+             r"about 16.3 GB of memory, more than the 75% of this machine's 16 GB available: expected fewer features$")
+    with pytest.raises(TrainingError, match=match):
+        train_dictionary(np.ones((8, 4, 6), np.float32), "crosscoder", n_features=3 * 10**7, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------- schedules
