@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from groupcc.crosscoders import Dictionary, DictionaryError
 from groupcc.crosscoders.metrics import DictionaryMetrics, evaluate_batches
+from groupcc.groups.validation import check_number
 from groupcc.training.activation_store import ActivationSource, RowSubset, dictionary_input, open_store
 from groupcc.training.dictionary_files import SPLIT_FILE, check_same_group, load_dictionary, read_dictionary_record
 from groupcc.training.progress import progress_bar
@@ -32,6 +33,8 @@ def evaluate_dictionary(
 ) -> DictionaryMetrics:
     """Stream ``source`` (at most ``max_rows`` rows, in order) through ``dictionary`` in eval mode on its own device.
     An SAE on multi-block activations reads what its config's ``sae_input`` says (block 0, or every block)."""
+    if max_rows is not None:
+        check_number("max_rows", max_rows, 1, integer=True, error=DictionaryError)
     data = dictionary_input(source, dictionary.config)
     rows = data.n_rows if max_rows is None else min(max_rows, data.n_rows)
     chunks = progress_bar(data.chunks(batch_size, rows), total=-(-rows // batch_size), enabled=progress, desc="evaluate")

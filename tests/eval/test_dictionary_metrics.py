@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from groupcc.crosscoders import Dictionary, DictionaryConfig
+from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryError
 from groupcc.eval.dictionary_metrics import evaluate_dictionary, plot_feature_density
 from groupcc.training.activation_store import InMemoryActivations, write_store
 
@@ -80,6 +80,13 @@ def test_topk_l0_is_k_and_max_rows_limits_the_data():
     acts = activations()
     metrics = evaluate_dictionary(dictionary("topk", acts=acts), InMemoryActivations(acts), max_rows=123, progress=False)
     assert metrics.n_inputs == 123 and metrics.l0 == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("max_rows", [0, -3, 2**63, 1.5, True])
+def test_max_rows_is_a_positive_64_bit_integer(max_rows):
+    acts = activations(n=10)
+    with pytest.raises(DictionaryError, match=rf"^max_rows = {max_rows!r}: expected an integer in \[1, 9223372036854775807\]$"):
+        evaluate_dictionary(dictionary("topk", acts=acts), InMemoryActivations(acts), max_rows=max_rows, progress=False)
 
 
 def test_an_sae_is_evaluated_on_the_blocks_its_config_names():

@@ -44,9 +44,6 @@ from groupcc.cli import build_parser, main
 #: ``(command, option, kind of value)`` -> what happens (found by this test; "huge" is 2**63 and beyond, "accepted"
 #: means exit status 0). Each is skipped here until its command validates the value: then remove it from this list.
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("dict eval", "--max-rows", "huge"): "accepted: read as 'every row' (perhaps intended, but beyond 64 bits)",
-    ("dict eval", "--max-rows", "negative"): "one line, but not naming the value: 'refusing to write non-finite numbers as JSON (... nan)'",
-    ("dict eval", "--max-rows", "zero"): "one line, but not naming the value: 'refusing to write non-finite numbers as JSON (... nan)'",
     ("dict import", "--group", "missing"): "accepted: any text is taken as the group name (zz_0)",
     ("dict import", "--group", "file"): "accepted: any text is taken as the group name (a file path)",
     ("dict import", "--group", "empty_dir"): "accepted: any text is taken as the group name (a directory path)",
