@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryError
+from groupcc.groups import get_group
 
 from .dictionary_files import load_dictionary, read_dictionary_record, save_dictionary, write_dictionary_files
 from .runs import RunError, StagedDirectory, read_json, read_safetensors, write_json, write_safetensors
@@ -109,7 +110,9 @@ def import_saelens(path: str | Path, group: str | None = None) -> Dictionary:
     """The SAE in SAELens's layout at ``path`` as a :class:`Dictionary` (eval mode, ``s = 1``): ``standard`` as
     ``l1``, ``topk`` as ``topk`` (decoder norms folded into the encoder when it was trained with
     ``rescale_acts_by_decoder_norm``), ``jumprelu`` as ``jumprelu``. ``apply_b_dec_to_input = false`` is folded
-    into ``b_enc`` (``b_enc + b_dec W_enc``). ``group`` is recorded for the analysis."""
+    into ``b_enc`` (``b_enc + b_dec W_enc``). ``group`` (a group name such as ``S4``) is recorded for the analysis."""
+    if group is not None:
+        group = get_group(group).name  # a name the analysis can build, checked before any file is read
     path = Path(path)
     cfg = _read_cfg(path)
     architecture, sparsity, k = _architecture(cfg, path)

@@ -44,11 +44,6 @@ from groupcc.cli import build_parser, main
 #: ``(command, option, kind of value)`` -> what happens (found by this test; "huge" is 2**63 and beyond, "accepted"
 #: means exit status 0). Each is skipped here until its command validates the value: then remove it from this list.
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("dict import", "--group", "missing"): "accepted: any text is taken as the group name (zz_0)",
-    ("dict import", "--group", "file"): "accepted: any text is taken as the group name (a file path)",
-    ("dict import", "--group", "empty_dir"): "accepted: any text is taken as the group name (a directory path)",
-    ("dict import", "--group", "long"): "accepted: any text is taken as the group name (300 characters)",
-    ("dict import", "--group", "empty"): "accepted: '' is read as no group",
     ("vision harvest", "--weights", "empty"): "accepted: '' is read as no weights file",
     ("vision harvest", "--batch-size", "huge"): "accepted",
     ("vision harvest", "--n-images", "huge"): "traceback: ValueError 'Maximum allowed dimension exceeded' from numpy",

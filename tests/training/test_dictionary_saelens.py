@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryError, dictionary_loss
+from groupcc.groups import GroupError
 from groupcc.training.dictionary_files import load_dictionary, save_dictionary
 from groupcc.training.saelens_format import export_saelens, import_saelens, import_saelens_run
 
@@ -97,6 +98,14 @@ def test_a_training_run_exports_with_its_record_and_round_trips_through_import_r
     assert imported.config.group == "S4" and torch.equal(imported.encode(acts).to_dense(), model.encode(acts).to_dense())
     with pytest.raises(Exception, match="already exists"):
         export_saelens(tmp_path / "run", tmp_path / "sae")
+
+
+@pytest.mark.parametrize("group", ["", "zz_0", "sae/cfg.json", "S4x"])
+def test_an_import_names_a_known_group_or_none(tmp_path, group):
+    export_saelens(trained("topk")[0], tmp_path / "sae")
+    with pytest.raises(GroupError, match=f"^unknown group name {group!r}: expected ") as err:
+        import_saelens_run(tmp_path / "sae", tmp_path / "imported", group=group)
+    assert "\n" not in str(err.value) and not (tmp_path / "imported").exists()
 
 
 def saelens_directory(path, cfg: dict, tensors: dict) -> None:
