@@ -40,6 +40,17 @@ import numpy as np
 import torch
 
 from groupcc.errors import GroupccError
+from groupcc.groups.limits import array_bytes, memory_refusal
+
+#: Bounds on image counts and sides, generated or read from files (the testbed's and a vision harvest's): beyond
+#: them the arrays would not fit in memory anyway (a typo, not a plan). Below the smallest side a shape has no
+#: room to show its orientation.
+MAX_IMAGES = 10**7
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 4096
+#: float64 arrays of all the images that drawing them holds at once: the images and the distances and coverage
+#: of the shapes of one kind (at most all of them).
+DRAWING_COPIES = 3
 
 
 # --------------------------------------------------------------------------- shapes and their symmetries
@@ -140,8 +151,12 @@ def generate_shapes(
     shape with its nominal thickness, size, angle and full contrast, exactly at the centre; ``orientation``
     fixes every image's orientation (for symmetry checks)."""
     kinds = check_kinds(kinds)
-    if n_images < 1 or size < 8 or max_offset < 0:
-        raise GroupccError(f"cannot generate {n_images} images of size {size} with offsets up to {max_offset}: expected n_images >= 1, size >= 8 and max_offset >= 0")
+    if n_images < 1 or size < MIN_IMAGE_SIZE or max_offset < 0:
+        raise GroupccError(f"cannot generate {n_images} images of size {size} with offsets up to {max_offset}: expected n_images >= 1, "
+                           f"size >= {MIN_IMAGE_SIZE} and max_offset >= 0")
+    refusal = memory_refusal(f"{n_images} shapes of {size}x{size} pixels", array_bytes((DRAWING_COPIES, n_images, size, size), 8))
+    if refusal:
+        raise GroupccError(f"{refusal}: expected fewer or smaller images")
     rng = np.random.default_rng(seed)
     kind = rng.integers(0, len(kinds), n_images)
     theta = rng.uniform(0, 2 * math.pi, n_images) if orientation is None else np.full(n_images, float(orientation))

@@ -42,7 +42,8 @@ from .runs import (
     write_json,
     write_safetensors,
 )
-from .shapes import SHAPE_KINDS, SHAPE_SYMMETRY, ShapeImages, check_kinds, generate_shapes
+from .shapes import (MAX_IMAGE_SIZE, MAX_IMAGES, MIN_IMAGE_SIZE, SHAPE_KINDS, SHAPE_SYMMETRY, ShapeImages, check_kinds,
+                     generate_shapes)
 
 
 # --------------------------------------------------------------------------- the model
@@ -102,7 +103,7 @@ class TestbedConfig:
         check_number("n_test", self.n_test, 1, MAX_IMAGES, integer=True)
         check_number("epochs", self.epochs, 1, 10**6, integer=True)
         check_number("batch_size", self.batch_size, 1, MAX_IMAGES, integer=True)
-        check_number("size", self.size, 8, MAX_IMAGE_SIZE, integer=True)
+        check_number("size", self.size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, integer=True)
         check_number("lr", self.lr, 0, 10, low_open=True)
         check_number("seed", self.seed, 0, integer=True)
 
@@ -114,10 +115,6 @@ class TestbedConfig:
         data = {k: v for k, v in data.items() if k != "kind"}
         return cls(**data)
 
-
-#: Bounds on a testbed's sizes: beyond them the arrays would not fit in memory anyway (a typo, not a plan).
-MAX_IMAGES = 10**7
-MAX_IMAGE_SIZE = 4096
 
 #: An orientation counts as right when within this angle of the truth (half a bin of 16 per turn).
 ORIENTATION_TOLERANCE = math.pi / 16

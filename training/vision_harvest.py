@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from groupcc.errors import GroupccError
+from groupcc.groups.validation import check_number
 
 from .activation_store import ActivationSource
 from .harvest import check_new_output, collect, iter_harvest, resolve_layer
 from .image_actions import DihedralImageAction
 from .photos import PhotoCrops
-from .shapes import SHAPE_KINDS, generate_shapes
+from .shapes import MAX_IMAGE_SIZE, MAX_IMAGES, MIN_IMAGE_SIZE, SHAPE_KINDS, generate_shapes
 
 POSITIONS = ("centre", "pooled", "all")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -175,9 +176,7 @@ def check_batch_size(batch_size: int | None, device: torch.device) -> int:
     """``batch_size`` rows per forward pass, or the device's default (:data:`DEFAULT_BATCH`) for ``None``."""
     if batch_size is None:
         return DEFAULT_BATCH.get(device.type, DEFAULT_BATCH["cuda"])
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise VisionInputError(f"batch_size = {batch_size!r}: expected a positive number of images × transforms per forward pass")
-    return batch_size
+    return check_number("batch_size", batch_size, 1, integer=True, error=VisionInputError)  # as a composer harvest's rows per forward
 
 
 def harvest_images(
@@ -214,7 +213,13 @@ def vision_images(images: str, n_images: int, size: int = 32, seed: int = 0, max
     ``max_offset`` pixels off the centre, which keeps their symmetries about it exact by default), ``photos``
     (``n_images`` seeded crops of the packaged photographs, ``size`` pixels square, made as they are read) or a
     ``.npy``/folder path (at most ``n_images``), and the store metadata that describes them (for generated shapes:
-    each image's kind; for photos: each crop's file and box)."""
+    each image's kind; for photos: each crop's file and box). The numbers are checked whatever the images, before
+    any is made or read."""
+    check_number("n_images", n_images, 1, MAX_IMAGES, integer=True, error=VisionInputError)
+    check_number("size", size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, integer=True, error=VisionInputError)
+    check_number("seed", seed, 0, integer=True, error=VisionInputError)
+    # beyond half the side a shape's centre would leave the image
+    check_number("max_offset", max_offset, 0, size / 2, error=VisionInputError)
     if images == "photos":
         crops = PhotoCrops(n_images, size, seed)
         return crops, crops.metadata()

@@ -24,6 +24,8 @@ MODEL_HELP = ("a testbed run directory (from 'groupcc vision train-testbed'), 'i
 
 def load_vision_model(spec: str, weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """The model named by ``spec`` (see :data:`MODEL_HELP`), in eval mode on ``device``."""
+    if weights is not None and not str(weights).strip():  # not read as "no weights": a path that was meant to be given
+        raise GroupccError(f"weights {weights!r}: expected the path of a weights file, or no weights at all")
     if Path(spec).is_dir():
         if weights:
             raise GroupccError(f"weights {weights!r} given with the testbed run {spec!r}: a testbed run holds its own weights")

@@ -9,8 +9,7 @@ negative or text; a name or input path text that names nothing, a regular file, 
 long or an empty string; ``--out`` a regular file, a path under one, ``.``, an existing run of another kind, a
 name too long). The error must also name the value or its option, which shows that the command failed on the
 fuzzed value and not on its base command line. The CLI runs in-process (``groupcc.cli.main``), much faster than a
-subprocess; a command that runs past :data:`TIME_LIMIT_S` accepted its bad value. Cases that still fail in other
-modules' commands are listed in :data:`KNOWN_FAILURES` (skipped).
+subprocess; a command that runs past :data:`TIME_LIMIT_S` accepted its bad value.
 
 Also here: operating-system errors (a full disk, no permission) and running out of memory are one line, a bug keeps
 its traceback, and ``groupcc groups info`` does not import torch.
@@ -39,20 +38,6 @@ from hypothesis import strategies as st
 
 from groupcc import group_info
 from groupcc.cli import build_parser, main
-
-#: Bad values that commands owned by other modules (dictionaries, vision, composers) still accept or mishandle:
-#: ``(command, option, kind of value)`` -> what happens (found by this test; "huge" is 2**63 and beyond, "accepted"
-#: means exit status 0). Each is skipped here until its command validates the value: then remove it from this list.
-KNOWN_FAILURES: dict[tuple[str, str, str], str] = {
-    ("vision harvest", "--weights", "empty"): "accepted: '' is read as no weights file",
-    ("vision harvest", "--batch-size", "huge"): "accepted",
-    ("vision harvest", "--n-images", "huge"): "traceback: ValueError 'Maximum allowed dimension exceeded' from numpy",
-    ("vision harvest", "--size", "huge"): "traceback: ValueError 'Maximum allowed dimension exceeded', shapes.py",
-    ("vision harvest", "--max-offset", "nan"): "traceback: OverflowError 'high - low range exceeds valid bounds' from numpy",
-    ("vision harvest", "--max-offset", "inf"): "traceback: OverflowError 'high - low range exceeds valid bounds' from numpy",
-    ("vision harvest", "--seed", "negative"): "traceback: ValueError 'expected non-negative integer' from numpy",
-    ("vision harvest", "--seed", "huge"): "accepted",
-}
 
 #: Options for which 0 is a meaningful value (0 is a bad value for every other integer option).
 ZERO_ALLOWED = {"seed", "patience"}
@@ -322,7 +307,7 @@ def test_every_bad_value_fails_in_one_line_and_leaves_nothing(root, command, dat
     problems = []
     for case_command, dest, kind in CASES:
         action = next(a for a in COMMANDS[command]._actions if a.dest == dest) if case_command == command else None
-        if action is None or (" ".join(command), flag(action), kind) in KNOWN_FAILURES:
+        if action is None:
             continue
         value = data.draw(bad_value(kind, action, root), label=f"{flag(action)} [{kind}]")
         problem = problem_with(command, action, kind, value, root)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from groupcc.errors import GroupccError
+from groupcc.groups import limits
 from groupcc.training.harvest import capture_output
 from groupcc.training.shapes import SHAPE_KINDS, SHAPE_SYMMETRY, generate_shapes
 from groupcc.training.testbed import TESTBED_LAYERS, TestbedCNN, TestbedConfig, load_testbed, train_testbed
@@ -95,6 +96,13 @@ def test_bad_kinds_are_rejected():
         generate_shapes(4, kinds=("line", "star"))
     with pytest.raises(GroupccError, match=r"epochs = 0: expected an integer in \[1, 1000000\]"):
         TestbedConfig(epochs=0)
+
+
+def test_shapes_that_would_not_fit_in_memory_are_refused_before_drawing(monkeypatch):
+    monkeypatch.setattr(limits, "physical_memory_bytes", lambda: 16 * 10**9)
+    with pytest.raises(GroupccError, match=r"^100000 shapes of 1024x1024 pixels would need about 2.52 TB of memory, .*: "
+                                           r"expected fewer or smaller images$"):
+        generate_shapes(100_000, size=1024)
 
 
 @pytest.fixture(scope="module")

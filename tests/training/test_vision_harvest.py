@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from groupcc.errors import GroupccError
 from groupcc.training.harvest import capture_output, resolve_layer
 from groupcc.training.image_actions import DihedralImageAction, ImageActionError, disc_mask, rotate
 from groupcc.training.mobilenet import build_mobilenet_v2, default_weights, load_mobilenet_v2
@@ -22,7 +23,9 @@ from groupcc.training.vision_harvest import (
     iter_vision_harvest,
     load_image_array,
     to_nchw,
+    vision_images,
 )
+from groupcc.training.vision_models import load_vision_model
 
 
 def smooth_images(n=2, size=33, seed=0):
@@ -149,6 +152,26 @@ def test_image_loading(tmp_path):
         load_image_array(folder)
 
 
+@pytest.mark.parametrize("images", ["shapes", "photos", "missing.npy"])
+@pytest.mark.parametrize("option, value, match", [
+    ("n_images", 2**63, r"n_images = 9223372036854775808: expected an integer in \[1, 10000000\]"),
+    ("size", 2**63, r"size = 9223372036854775808: expected an integer in \[8, 4096\]"),
+    ("seed", -1, r"seed = -1: expected an integer in \[0, 9223372036854775807\]"),
+    ("seed", 2**63, r"seed = 9223372036854775808: expected an integer in \[0, 9223372036854775807\]"),
+    ("max_offset", float("nan"), r"max_offset = nan: expected a finite number in \[0, 16.0\]"),
+    ("max_offset", 16.5, r"max_offset = 16.5: expected a finite number in \[0, 16.0\]"),  # the shape's centre off the image
+])
+def test_image_numbers_are_checked_before_any_image_is_made_or_read(images, option, value, match):
+    options = {"n_images": 4, "size": 32, "seed": 0, "max_offset": 0.0, option: value}
+    with pytest.raises(VisionInputError, match=f"^{match}$"):
+        vision_images(images, **options)
+
+
+def test_an_empty_weights_path_is_refused_not_read_as_no_weights():
+    with pytest.raises(GroupccError, match=r"^weights '': expected the path of a weights file, or no weights at all$"):
+        load_vision_model("torch.nn:Identity", "")
+
+
 def test_batched_harvest_equals_one_image_per_forward():
     """Any batch size gives the rows of a harvest one image (its |G| transforms) per forward pass, in order, up to
     float32 rounding (oneDNN picks its convolution kernels by batch size, so the last bits may differ)."""
@@ -187,7 +210,7 @@ def test_memory_is_bounded_by_the_batch_size_not_the_data_set():
         assert acts.shape == (n, 8, 6)
         assert max(images.reads) == 2 and sum(images.reads) == n  # 20 rows = the 8 transforms of 2 images
         assert max(forwards) == 16
-    with pytest.raises(VisionInputError, match="batch_size = 0: expected a positive number"):
+    with pytest.raises(VisionInputError, match=r"batch_size = 0: expected an integer in \[1, 9223372036854775807\]"):
         harvest_images(model, "conv2", smooth_images(2, 8), "D4", batch_size=0, progress=False)
 
 
