@@ -6,8 +6,9 @@ twice: ``report.html`` is self-contained and offline (inline style, plots embedd
 
 A report may be built from someone else's analysis directory, so it reads nothing outside it
 (:func:`read_inside`): every file named in ``analysis.json`` is resolved (symbolic links followed) and must lie
-inside the resolved directory, be a regular file (not a device such as ``/dev/zero``, a FIFO or a directory) and
-hold at most :data:`MAX_FILE_BYTES`; plots must also be PNG files and embed at most :data:`MAX_EMBEDDED_BYTES` in
+inside the resolved directory, be a regular file (not a device such as ``/dev/zero``, a FIFO or a directory) with
+no other name (a hard link inside the directory to a file outside it resolves inside, so any file with more than
+one link is refused) and hold at most :data:`MAX_FILE_BYTES`; plots must also be PNG files and embed at most :data:`MAX_EMBEDDED_BYTES` in
 all. A plot that fails is skipped: the report says so in its place and a one-line warning goes to stderr. An
 ``analysis.json`` that fails is refused with a one-line error.
 """
@@ -141,6 +142,9 @@ def read_inside(directory: str | Path, name: str, limit: int = MAX_FILE_BYTES) -
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise GroupccError(f"{str(target)!r} is not a regular file")
+        if info.st_nlink > 1:  # the other names of a hard link may lie anywhere: it may be a file from outside
+            raise GroupccError(f"{str(target)!r} has {info.st_nlink} hard links: expected a file with no other name, "
+                               "which a hard link to a file outside the analysis directory would have")
         if info.st_size > limit:
             raise too_big
         with os.fdopen(descriptor, "rb") as file:

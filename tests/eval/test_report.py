@@ -214,6 +214,25 @@ def test_a_poisoned_analysis_embeds_nothing_from_outside(analysis_dir, tmp_path)
     assert f"more than {MAX_FILE_BYTES} bytes" in " ".join(warnings) and "not a PNG image" in " ".join(warnings)
 
 
+def test_a_hard_link_to_a_file_outside_is_skipped_and_an_analysis_json_with_one_refused(analysis_dir, tmp_path):
+    secret = outside_png(tmp_path / "secret.png", b"SECRET")
+    os.link(secret, analysis_dir / "plots" / "hard.png")  # resolves inside the directory, but is the outside file
+    write_analysis(analysis_dir, full_analysis([{"file": "plots/hard.png", "title": "Hard"},
+                                                {"file": "plots/blocks.png", "title": "Family blocks"}]))
+    warnings = []
+    html_path, _ = write_report(analysis_dir, warn=warnings.append)
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_path.read_text())
+    assert [base64.b64decode(image) for image in images] == [(analysis_dir / "plots" / "blocks.png").read_bytes()]
+    assert warnings == [f"plot 'Hard' skipped: {str((analysis_dir / 'plots' / 'hard.png').resolve())!r} has 2 hard links: "
+                        "expected a file with no other name, which a hard link to a file outside the analysis directory would have"]
+    elsewhere = write_analysis(tmp_path / "elsewhere", full_analysis([]))
+    (tmp_path / "linked").mkdir()
+    os.link(elsewhere / "analysis.json", tmp_path / "linked" / "analysis.json")
+    with pytest.raises(GroupccError, match="has 2 hard links") as error:
+        write_report(tmp_path / "linked")
+    assert "\n" not in str(error.value) and not (tmp_path / "linked" / "report.html").exists()
+
+
 def test_skipped_plots_are_reported_on_stderr_by_default(analysis_dir, capsys):
     write_analysis(analysis_dir, full_analysis([{"file": "/etc/passwd.png", "title": "Leak"}]))
     write_report(analysis_dir)
