@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .batch_statistics import ONE_PROCESS, OneProcess
+
 Tensor = torch.Tensor
 
 
@@ -98,10 +100,16 @@ def topk_codes(pre_NF: Tensor, k: int) -> Codes:
     return Codes(torch.relu(values_NK).flatten(), n_features, ids_NK.flatten(), offsets)
 
 
-def batch_topk_codes(pre_NF: Tensor, k: int) -> Codes:
-    """``f = ReLU(pre)`` on the ``N·k`` largest pre-activations of the whole batch, zero elsewhere (sparse)."""
-    n_inputs = pre_NF.shape[0]
-    flat_ids = pre_NF.flatten().topk(n_inputs * k, sorted=False).indices.sort().values
+def batch_topk_codes(pre_NF: Tensor, k: int, batch: OneProcess = ONE_PROCESS) -> Codes:
+    """``f = ReLU(pre)`` on the ``N·k`` largest pre-activations of the whole batch, zero elsewhere (sparse). When
+    the batch is split over data-parallel ranks (``batch``), of the whole global batch: this rank keeps its values
+    at or above the global cut (:mod:`groupcc.crosscoders.batch_statistics`)."""
+    count = pre_NF.shape[0] * k
+    cut = batch.top_count_cut(pre_NF.detach().flatten(), count)
+    if cut is None:
+        flat_ids = pre_NF.flatten().topk(count, sorted=False).indices.sort().values
+    else:
+        flat_ids = torch.nonzero(pre_NF.detach().flatten() >= cut).flatten()
     return _codes_at(pre_NF, flat_ids)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .batch_statistics import ONE_PROCESS, OneProcess
 from .codes import Codes, batch_topk_codes, jumprelu_codes, relu_codes, threshold_codes, topk_codes
 from .config import BATCH_THRESHOLD_SPARSITIES, DictionaryConfig
 from .errors import DictionaryError
@@ -62,6 +63,10 @@ class Dictionary(nn.Module):
     rows are then scaled to norm 1 (the encoder keeps norm ``decoder_init_norm``). :meth:`initialise_from_data`
     sets ``s`` and ``b_dec``.
     """
+
+    #: Where a training batch lives: this process, or data-parallel ranks (set by the trainer; see
+    #: :mod:`groupcc.crosscoders.batch_statistics`). BatchTopK's selection and the batch statistics read it.
+    batch_statistics: OneProcess = ONE_PROCESS
 
     def __init__(self, config: DictionaryConfig, seed: int = 0):
         super().__init__()
@@ -154,7 +159,7 @@ class Dictionary(nn.Module):
         if sparsity == "jumprelu" and self.training:
             return jumprelu_codes(pre_NF, self.threshold, self.config.jumprelu_bandwidth)
         if self.training:
-            return batch_topk_codes(pre_NF, k)
+            return batch_topk_codes(pre_NF, k, self.batch_statistics)
         return threshold_codes(pre_NF, self.threshold)
 
     def decoder_norms(self) -> Tensor:
@@ -192,10 +197,14 @@ class Dictionary(nn.Module):
         """After a training step: count steps since each feature last fired and, for ``batchtopk`` and
         ``matryoshka``, move ``θ`` towards the smallest activation the batch kept: ``θ ← m·θ + (1 − m)·min_kept``
         (the first batch sets it)."""
-        self.steps_since_fired.add_(1).masked_fill_(codes.fired(), 0)
+        batch = self.batch_statistics
+        self.steps_since_fired.add_(1).masked_fill_(batch.any(codes.fired()), 0)
         if self.config.sparsity not in BATCH_THRESHOLD_SPARSITIES:
             return
         smallest = codes.smallest_positive()
+        if batch.size > 1:  # every rank takes part, with +inf when it kept nothing
+            smallest = batch.minimum(self.threshold.new_tensor(float("inf")) if smallest is None else smallest)
+            smallest = smallest if torch.isfinite(smallest) else None
         if smallest is not None:
             momentum = self.config.threshold_momentum if self.threshold > 0 else 0.0
             self.threshold.mul_(momentum).add_((1 - momentum) * smallest)

@@ -12,6 +12,7 @@ import argparse
 import functools
 import importlib
 import os
+import signal
 import sys
 
 from groupcc.errors import GroupccError
@@ -87,15 +88,39 @@ def error_message(err: BaseException) -> str:
     return one_line(str(err)) or type(err).__name__
 
 
+#: Commands that run data-parallel under ``torchrun`` (:mod:`groupcc.training.distributed`).
+DATA_PARALLEL_COMMANDS = ("harvest", "vision harvest", "dict train")
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """``dict train``, ``harvest``...: the command and its subcommand."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    return _main_on_ranks(args) if launched_by_torchrun() else _run(args)
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several ranks started by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _run(args: argparse.Namespace, silent=lambda err: False, prefix: str = "groupcc: error") -> int:
+    """Run the parsed command; a user error is one line on stderr, ``<prefix>: ...`` (none when ``silent(error)``)."""
     try:
         args.handler(args)
     except BrokenPipeError:  # output piped into `head`: not an error of ours
         sys.stdout = open(os.devnull, "w")
         return 1
     except USER_ERRORS as err:
-        print(f"groupcc: error: {error_message(err)}", file=sys.stderr)
+        if not silent(err):
+            print(f"{prefix}: {error_message(err)}", file=sys.stderr)
         return 1
     except MemoryError:
         print("groupcc: error: out of memory: expected smaller sizes (fewer features, rows or a smaller group)", file=sys.stderr)
@@ -104,6 +129,40 @@ def main(argv: list[str] | None = None) -> int:
         print("groupcc: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _main_on_ranks(args: argparse.Namespace) -> int:
+    """One rank of a ``torchrun`` launch: join the process group, run the command; rank 0 alone prints (results,
+    progress and an error all ranks agreed on), the others print only errors of their own."""
+    name = command_name(args)
+    if name not in DATA_PARALLEL_COMMANDS:
+        print(f"groupcc: error: {name!r} does not run on several ranks: expected one of {', '.join(DATA_PARALLEL_COMMANDS)} "
+              "under torchrun", file=sys.stderr)
+        return 2
+    from groupcc.training.distributed import RankFailure, join_world, leave_world
+
+    try:
+        world = join_world(getattr(args, "device", "auto"))
+    except (RuntimeError, ValueError) as err:
+        print(f"groupcc: error: cannot join the torchrun process group: {one_line(str(err))}", file=sys.stderr)
+        return 1
+    # torchrun stops the other ranks with SIGTERM when one fails: unwind (removing staged output) instead of dying
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if not world.is_main:
+            if hasattr(args, "quiet"):
+                args.quiet = True
+            sys.stdout = open(os.devnull, "w")
+        # every rank raises an error the ranks agreed on: rank 0 prints it; the others name themselves
+        status = _run(args, silent=lambda err: isinstance(err, RankFailure) and not world.is_main,
+                      prefix="groupcc: error" if world.is_main else f"groupcc: error (rank {world.rank})")
+    finally:
+        leave_world()
+    return status
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

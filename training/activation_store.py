@@ -20,6 +20,7 @@ batch ``b`` of the stream depends only on ``(seed, b)``, so a resumed training r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -79,20 +80,29 @@ class ActivationSource(ABC):
         """A JSON-able description for run records."""
         return {"shape": list(self.shape), "mean_norm": self.mean_norm}
 
-    def batches(self, batch_size: int, seed: int = 0, start_batch: int = 0, window_shards: int = 8) -> Iterator[torch.Tensor]:
+    def batches(self, batch_size: int, seed: int = 0, start_batch: int = 0, window_shards: int = 8,
+                part: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:
         """Endless float32 batches ``[batch_size, B, d]``, from batch ``start_batch`` of the stream on.
 
         Epoch ``e`` puts the shards in a random order (seed ``(seed, e)``), groups them into windows of
         ``window_shards`` shards, shuffles the rows of window ``w`` (seed ``(seed, e, w)``) and cuts the
         concatenation into batches; the last incomplete batch of an epoch is dropped.
+
+        ``part = (rank, size)``: only that rank's share of every batch, ``batch_size / size`` of its rows (in row
+        order, so each rank reads one stretch of the batch's sorted rows); the ranks' shares together are the
+        one-process batch.
         """
+        rank, size = part
+        if batch_size % size:
+            raise StoreError(f"batch size {batch_size} is not divisible by the {size} ranks: expected a multiple of {size}")
         per_epoch = self.n_rows // batch_size
         if per_epoch == 0:
             raise StoreError(f"batch size {batch_size} exceeds the {self.n_rows} rows of the activations: expected at most {self.n_rows}")
+        share = batch_size // size
         epoch, skip = divmod(start_batch, per_epoch)
         while True:
             for batch in _cut(self._epoch_rows(seed, epoch, window_shards, skip * batch_size), batch_size):
-                yield self._tensor(np.sort(batch))
+                yield self._tensor(np.sort(batch)[rank * share:(rank + 1) * share])
             epoch, skip = epoch + 1, 0
 
     def chunks(self, chunk_rows: int, max_rows: int | None = None) -> Iterator[torch.Tensor]:
@@ -357,6 +367,79 @@ class ActivationStore(ActivationSource):
         return {"store": str(self.path.resolve()), **{key: self.manifest.get(key) for key in keys}}
 
 
+@dataclass(frozen=True)
+class ShardedRows:
+    """What a :class:`ShardWriter` wrote: its shards (``{"file", "rows"}``, in row order), the row count and, per
+    appended batch, the sum over its rows of each block's norm (the store's statistics are summed from these in
+    batch order, so a store written in parts by several processes has the statistics of one written at once)."""
+
+    shards: list[dict]
+    rows: int
+    block_norm_sums: list[np.ndarray]
+
+
+class ShardWriter:
+    """Appends batches ``[n, B, d]`` (finite values) to ``.npy`` shards of ``shard_rows`` rows in ``directory``,
+    named ``<prefix>NNNNN.npy``."""
+
+    def __init__(self, directory: Path, n_blocks: int, d: int, dtype: np.dtype, shard_rows: int, prefix: str = "shard_"):
+        self.directory, self.block_shape, self.dtype = directory, (n_blocks, d), dtype
+        self.shard_rows, self.prefix = shard_rows, prefix
+        self._pending: list[np.ndarray] = []
+        self._shards: list[dict] = []
+        self._norm_sums: list[np.ndarray] = []
+        self._rows = 0
+
+    def append(self, acts_NBD: np.ndarray | torch.Tensor) -> None:
+        acts = acts_NBD.detach().cpu().numpy() if isinstance(acts_NBD, torch.Tensor) else np.asarray(acts_NBD)
+        if acts.ndim != 3 or acts.shape[1:] != self.block_shape:
+            raise StoreError(f"activations of shape {list(acts.shape)}: expected [n, {self.block_shape[0]}, {self.block_shape[1]}] for store {str(self.directory)!r}")
+        if not np.isfinite(acts).all():
+            raise StoreError(f"activations appended to {str(self.directory)!r} contain NaN or inf: expected finite values")
+        acts = acts.astype(self.dtype)
+        self._norm_sums.append(np.linalg.norm(acts.astype(np.float64), axis=-1).sum(0))
+        self._rows += len(acts)
+        self._pending.append(acts)
+        while sum(map(len, self._pending)) >= self.shard_rows:
+            self._write_shard(self.shard_rows)
+
+    def finish(self) -> ShardedRows:
+        """Write the last, partial shard."""
+        remaining = sum(map(len, self._pending))
+        if remaining:
+            self._write_shard(remaining)
+        return ShardedRows(list(self._shards), self._rows, list(self._norm_sums))
+
+    def _write_shard(self, rows: int) -> None:
+        pending = np.concatenate(self._pending)
+        name = f"{self.prefix}{len(self._shards):05d}.npy"
+        np.save(self.directory / name, pending[:rows])
+        self._shards.append({"file": name, "rows": rows})
+        self._pending = [pending[rows:]]
+
+
+def default_shard_rows(n_blocks: int, d: int, dtype: str | np.dtype = "float32") -> int:
+    """Rows per shard for about :data:`SHARD_BYTES` per shard."""
+    return max(1, SHARD_BYTES // (n_blocks * d * np.dtype(dtype).itemsize))
+
+
+def store_manifest(parts: list[ShardedRows], block_shape: tuple[int, int], dtype: np.dtype, record: dict) -> dict:
+    """The manifest of a store made of ``parts`` (in row order): their shards, the shape, and the statistics, whose
+    per-batch norm sums are added one after another in batch order (the same additions however the rows were
+    split into parts)."""
+    rows = sum(part.rows for part in parts)
+    norm_sums = np.zeros(block_shape[0])
+    for part in parts:
+        for batch_sums in part.block_norm_sums:
+            norm_sums += batch_sums
+    block_mean_norms = norm_sums / rows
+    return {
+        "format": FORMAT, "version": VERSION, "shape": [rows, *block_shape], "dtype": np.dtype(dtype).name,
+        "shards": [shard for part in parts for shard in part.shards], **record,
+        "statistics": {"mean_norm": float(block_mean_norms.mean()), "block_mean_norms": block_mean_norms.tolist()},
+    }
+
+
 class ActivationStoreWriter:
     """Streams batches ``[n, B, d]`` into a new store at ``path``, a shard of ``shard_rows`` rows at a time.
 
@@ -382,20 +465,17 @@ class ActivationStoreWriter:
         self.path = Path(path)
         self.block_shape = (n_blocks, d)
         self.dtype = np.dtype(dtype)
-        self.shard_rows = shard_rows or max(1, SHARD_BYTES // (n_blocks * d * self.dtype.itemsize))
-        self.record = {"group": group, "action": action, "layer": layer, "source": source, "metadata": metadata or {}}
+        self.record = store_record(group, action, layer, source, metadata)
         try:
             self._directory = StagedDirectory(self.path, overwrite=overwrite, what="activation store")
         except RunError as err:
             raise StoreError(str(err)) from None
-        self._pending: list[np.ndarray] = []
-        self._shards: list[dict] = []
-        self._block_norm_sums = np.zeros(n_blocks)
-        self._rows = 0
+        self._shards = ShardWriter(self._directory.path, n_blocks, d, self.dtype,
+                                   shard_rows or default_shard_rows(n_blocks, d, self.dtype))
 
     def append(self, acts_NBD: np.ndarray | torch.Tensor) -> None:
         """Add rows ``[n, B, d]`` (finite values)."""
-        self._abort_on_error(self._append, acts_NBD)
+        self._abort_on_error(self._shards.append, acts_NBD)
 
     def close(self) -> ActivationStore:
         """Write the last shard and the manifest, move the store into place and open it."""
@@ -421,41 +501,19 @@ class ActivationStoreWriter:
             self.abort()
             raise
 
-    def _append(self, acts_NBD) -> None:
-        acts = acts_NBD.detach().cpu().numpy() if isinstance(acts_NBD, torch.Tensor) else np.asarray(acts_NBD)
-        if acts.ndim != 3 or acts.shape[1:] != self.block_shape:
-            raise StoreError(f"activations of shape {list(acts.shape)}: expected [n, {self.block_shape[0]}, {self.block_shape[1]}] for store {str(self.path)!r}")
-        if not np.isfinite(acts).all():
-            raise StoreError(f"activations appended to {str(self.path)!r} contain NaN or inf: expected finite values")
-        acts = acts.astype(self.dtype)
-        self._block_norm_sums += np.linalg.norm(acts.astype(np.float64), axis=-1).sum(0)
-        self._rows += len(acts)
-        self._pending.append(acts)
-        while sum(map(len, self._pending)) >= self.shard_rows:
-            self._write_shard(self.shard_rows)
-
-    def _write_shard(self, rows: int) -> None:
-        pending = np.concatenate(self._pending)
-        name = f"shard_{len(self._shards):05d}.npy"
-        np.save(self._directory.path / name, pending[:rows])
-        self._shards.append({"file": name, "rows": rows})
-        self._pending = [pending[rows:]]
-
     def _close(self) -> ActivationStore:
-        if self._rows == 0:
+        part = self._shards.finish()
+        if part.rows == 0:
             raise StoreError(f"no activations were appended to {str(self.path)!r}: expected at least one row")
-        remaining = sum(map(len, self._pending))
-        if remaining:
-            self._write_shard(remaining)
-        block_mean_norms = self._block_norm_sums / self._rows
-        manifest = {
-            "format": FORMAT, "version": VERSION, "shape": [self._rows, *self.block_shape], "dtype": self.dtype.name,
-            "shards": self._shards, **self.record,
-            "statistics": {"mean_norm": float(block_mean_norms.mean()), "block_mean_norms": block_mean_norms.tolist()},
-        }
-        write_json(self._directory.path / MANIFEST, manifest)
+        write_json(self._directory.path / MANIFEST, store_manifest([part], self.block_shape, self.dtype, self.record))
         self._directory.commit()
         return ActivationStore(self.path)
+
+
+def store_record(group: str | None = None, action: str | None = None, layer: str | None = None,
+                 source: str | None = None, metadata: dict | None = None) -> dict:
+    """What a manifest records about where the activations come from."""
+    return {"group": group, "action": action, "layer": layer, "source": source, "metadata": metadata or {}}
 
 
 def write_store(path: str | Path, acts_NBD: np.ndarray | torch.Tensor, **options) -> ActivationStore:

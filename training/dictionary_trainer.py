@@ -45,14 +45,17 @@ the store's group and action; each row its own orbit for vision stores and plain
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryOutput, LossTerms, dictionary_loss, evaluate_batches
+from groupcc.crosscoders.batch_statistics import ONE_PROCESS, AcrossRanks
 from groupcc.crosscoders.config import BATCH_THRESHOLD_SPARSITIES
 from groupcc.crosscoders.losses import residual
 from groupcc.crosscoders.metrics import MetricsAccumulator, accumulate
@@ -63,6 +66,7 @@ from groupcc.groups.limits import memory_refusal
 from .activation_store import (ActivationSource, ActivationStore, RowSubset, as_activation_source, dictionary_input,
                                input_orbits, reads_transformed_blocks, split_rows)
 from .devices import resolve_device
+from .distributed import World, current_world
 from .dictionary_files import SPLIT_FILE, dictionary_record, read_dictionary_record, write_dictionary_files
 from .progress import progress_bar
 from .runs import (HISTORY, STATE, InterruptFlag, TrainingInterrupted, load_state, open_run, save_state, update_metrics,
@@ -325,24 +329,50 @@ def fit_dictionary(
     (JSON-able) is added to ``config.json``. ``on_step(step)`` is called after every completed step (e.g. to
     time steps or stop early). With ``trainer.val_fraction``, inputs are held out (:func:`held_out_split`;
     ``orbits`` groups the rows) and evaluated in the history and at the end.
+
+    **Data parallelism** (under ``torchrun``, see :mod:`groupcc.training.distributed`): every rank trains on its
+    share of each global batch of ``batch_size`` inputs (the one-process batch, split in row order), gradients are
+    averaged by ``DistributedDataParallel``, and what spans the batch (BatchTopK's selection and moving threshold,
+    dead-latent counts, hence AuxK; the logged metrics) is reduced over the ranks, so a run follows the
+    one-process run with the same global batch up to rounding. Every rank starts from the same weights (same
+    seed) and, resuming, from the same saved state; rank 0 alone writes the run. The world size is recorded
+    (``world_size`` in ``config.json`` and the metrics); a run may be resumed with any world size that divides the
+    batch size.
     """
+    world = current_world()
     device = resolve_device(trainer.device)
     split = held_out_split(source, config, trainer, orbits)
     data = dictionary_input(source if split is None else RowSubset(source, split.train_rows), config)
     held_out = None if split is None else HeldOut.of(source, split, config, trainer.seed)
     batch_size = trainer.batch_size_for(data.n_rows)
+    if batch_size % world.size:
+        raise TrainingError(f"batch size {batch_size} is not divisible by the {world.size} ranks: expected a multiple of {world.size}")
     run_record = {"trainer": trainer.to_dict(), "data": dictionary_input(source, config).describe(),
-                  **({"split": split.describe(trainer.val_fraction)} if split else {}), **(record or {})}
+                  **({"split": split.describe(trainer.val_fraction)} if split else {}), "world_size": world.size,
+                  **(record or {})}
+    fit = _Fit(data, held_out, config, trainer, batch_size, device, world, run_record, progress and world.is_main, on_step)
     if run_dir is None:
-        return _fit(data, held_out, config, trainer, batch_size, device, None, run_record, progress, on_step)
-    with open_run(run_dir, overwrite=overwrite, resume=resume, what="dictionary run") as directory:
-        if resume:
-            _check_resumable(directory, config, trainer)
-        if split is not None:
-            write_safetensors(directory / SPLIT_FILE, {"train_rows": torch.from_numpy(split.train_rows),
-                                                       "held_out_rows": torch.from_numpy(split.held_out_rows)})
-        result = _fit(data, held_out, config, trainer, batch_size, device, directory, run_record, progress, on_step)
+        return fit.run(None, None)
+    with ExitStack() as stack:
+        directory = None
+        try:
+            if world.is_main:  # the others read a resumed state from the run and write nothing
+                directory = stack.enter_context(open_run(run_dir, overwrite=overwrite, resume=resume, what="dictionary run"))
+                _start_run(directory, config, trainer, split, resume)
+        except (GroupccError, OSError) as err:
+            world.agree(err)
+        world.agree(None)
+        state_file = directory / STATE if directory is not None else (Path(run_dir) / STATE if resume else None)
+        result = fit.run(directory, state_file)
     return TrainingResult(result.dictionary, result.history, Path(run_dir), result.held_out)
+
+
+def _start_run(directory: Path, config: DictionaryConfig, trainer: TrainerConfig, split: Split | None, resume: bool) -> None:
+    if resume:
+        _check_resumable(directory, config, trainer)
+    if split is not None:
+        write_safetensors(directory / SPLIT_FILE, {"train_rows": torch.from_numpy(split.train_rows),
+                                                   "held_out_rows": torch.from_numpy(split.held_out_rows)})
 
 
 def adam(dictionary: Dictionary, trainer: TrainerConfig, device: torch.device) -> torch.optim.Adam:
@@ -383,53 +413,90 @@ class HeldOut:
         return accumulator.result()
 
 
-def _fit(data: ActivationSource, held_out: HeldOut | None, config: DictionaryConfig, trainer: TrainerConfig,
-         batch_size: int, device: torch.device, directory: Path | None, run_record: dict, progress: bool, on_step) -> TrainingResult:
-    dictionary = Dictionary(config, seed=trainer.seed)
-    dictionary.initialise_from_data(data.sample(trainer.init_sample_rows, trainer.seed), data.mean_norm)
-    dictionary.to(device).train()
-    optimizer = adam(dictionary, trainer, device)
-    step, history = 0, []
-    if directory is not None:
-        if (directory / STATE).is_file():
-            saved = load_state(directory / STATE, dictionary, optimizer)
+@dataclass(frozen=True)
+class _Fit:
+    """One training run's fixed settings; :meth:`run` trains, in a run directory or in memory."""
+
+    data: ActivationSource
+    held_out: HeldOut | None
+    config: DictionaryConfig
+    trainer: TrainerConfig
+    batch_size: int
+    device: torch.device
+    world: World
+    run_record: dict
+    progress: bool
+    on_step: Callable[[int], None] | None
+
+    def run(self, directory: Path | None, state_file: Path | None) -> TrainingResult:
+        """Train from the state in ``state_file`` when there is one; write the run into ``directory`` (rank 0)."""
+        config, trainer, world = self.config, self.trainer, self.world
+        dictionary = Dictionary(config, seed=trainer.seed)
+        dictionary.initialise_from_data(self.data.sample(trainer.init_sample_rows, trainer.seed), self.data.mean_norm)
+        dictionary.to(self.device).train()
+        optimizer = adam(dictionary, trainer, self.device)
+        step, history = 0, []
+        if state_file is not None and state_file.is_file():
+            saved = load_state(state_file, dictionary, optimizer)
             step, history = saved["step"], saved["history"]
-        write_json(directory / "config.json", dictionary_record(config, run_record))
+        if directory is not None:
+            write_json(directory / "config.json", dictionary_record(config, self.run_record))
+        model = dictionary
+        if world.distributed:
+            dictionary.batch_statistics = AcrossRanks()
+            # buffers (dead counts, threshold) stay equal through the reductions: no need to broadcast them
+            model = DistributedDataParallel(dictionary, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                            forward_sync_buffers=False)
+        try:
+            step, history, elapsed = self._loop(model, dictionary, optimizer, step, history, directory)
+        finally:
+            dictionary.batch_statistics = ONE_PROCESS
+        return self._finish(dictionary, history, elapsed, directory)
 
-    batches = data.batches(batch_size, trainer.seed, start_batch=step, window_shards=trainer.window_shards)
-    started = time.perf_counter()
-    with InterruptFlag() as interrupt, progress_bar(total=trainer.steps, initial=step, enabled=progress,
-                                                    desc=f"{config.kind} ({config.sparsity})") as bar:
-        while step < trainer.steps:
-            batch = next(batches).to(device, non_blocking=True)
-            output, terms, grad_norm = _train_step(dictionary, optimizer, batch, step, trainer)
-            step += 1
-            bar.update()
-            if step % trainer.log_every == 0 or step == trainer.steps:
-                entry = _log_entry(dictionary, batch, output, terms, grad_norm, step, trainer, time.perf_counter() - started)
-                if held_out is not None:
-                    metrics = held_out.metrics(dictionary, trainer.val_log_rows)
-                    entry.update(val_fvu=metrics.fvu, val_l0=metrics.l0, val_dead_fraction=metrics.dead_fraction)
-                history.append(entry)
-                bar.set_postfix(fvu=f"{entry.get('val_fvu', entry['fvu']):.3f}", l0=f"{entry.get('val_l0', entry['l0']):.1f}", refresh=False)
-            if directory is not None and (interrupt.raised or step % trainer.checkpoint_every == 0 or step == trainer.steps):
-                save_state(directory / STATE, dictionary, optimizer, {"step": step, "history": history})
-                write_json(directory / HISTORY, history)
-            if interrupt.raised:
-                raise TrainingInterrupted(step)
-            if on_step is not None:
-                on_step(step)
+    def _loop(self, model, dictionary: Dictionary, optimizer, step: int, history: list, directory: Path | None):
+        trainer, world = self.trainer, self.world
+        batches = self.data.batches(self.batch_size, trainer.seed, start_batch=step, window_shards=trainer.window_shards,
+                                    part=(world.rank, world.size))
+        started = time.perf_counter()
+        with InterruptFlag() as interrupt, progress_bar(total=trainer.steps, initial=step, enabled=self.progress,
+                                                        desc=f"{self.config.kind} ({self.config.sparsity})") as bar:
+            while step < trainer.steps:
+                batch = next(batches).to(self.device, non_blocking=True)
+                output, terms, grad_norm = _train_step(model, dictionary, optimizer, batch, step, trainer)
+                step += 1
+                bar.update()
+                if step % trainer.log_every == 0 or step == trainer.steps:
+                    entry = _log_entry(dictionary, batch, output, terms, grad_norm, step, trainer, time.perf_counter() - started)
+                    if self.held_out is not None and world.is_main:
+                        metrics = self.held_out.metrics(dictionary, trainer.val_log_rows)
+                        entry.update(val_fvu=metrics.fvu, val_l0=metrics.l0, val_dead_fraction=metrics.dead_fraction)
+                    history.append(entry)
+                    bar.set_postfix(fvu=f"{entry.get('val_fvu', entry['fvu']):.3f}", l0=f"{entry.get('val_l0', entry['l0']):.1f}", refresh=False)
+                # a signal reaches the ranks at different steps: all stop at the first step any rank saw it
+                stop = interrupt.raised if not world.distributed else bool(
+                    dictionary.batch_statistics.any(torch.tensor([interrupt.raised], device=self.device)).item())
+                if directory is not None and (stop or step % trainer.checkpoint_every == 0 or step == trainer.steps):
+                    save_state(directory / STATE, dictionary, optimizer, {"step": step, "history": history})
+                    write_json(directory / HISTORY, history)
+                if stop:
+                    raise TrainingInterrupted(step)
+                if self.on_step is not None:
+                    self.on_step(step)
+        return step, history, time.perf_counter() - started
 
-    final = {**history[-1], "wall_time_s": round(time.perf_counter() - started, 3), "batch_size": batch_size} if history else {}
-    held_out_metrics = _calibrate_and_evaluate(dictionary.eval(), data, held_out, trainer)
-    if config.sparsity in BATCH_THRESHOLD_SPARSITIES:
-        final["calibrated_threshold"] = dictionary.threshold.item()
-    exported = dictionary.fold_input_scale().eval()
-    held_out_summary = None if held_out_metrics is None else held_out_metrics.summary()
-    if directory is not None:
-        write_dictionary_files(exported, directory, {**run_record, "folded_input_scale": dictionary.input_scale.item()})
-        update_metrics(directory, "dictionary", training=final, **({"held_out": held_out_summary} if held_out_summary else {}))
-    return TrainingResult(exported, history, directory, held_out_summary)
+    def _finish(self, dictionary: Dictionary, history: list, elapsed: float, directory: Path | None) -> TrainingResult:
+        """Calibrate, evaluate the held-out inputs, fold the input scale and (``directory``) write the results."""
+        final = {**history[-1], "wall_time_s": round(elapsed, 3), "batch_size": self.batch_size,
+                 "world_size": self.world.size} if history else {}
+        held_out_metrics = _calibrate_and_evaluate(dictionary.eval(), self.data, self.held_out, self.trainer)
+        if self.config.sparsity in BATCH_THRESHOLD_SPARSITIES:
+            final["calibrated_threshold"] = dictionary.threshold.item()
+        exported = dictionary.fold_input_scale().eval()
+        held_out_summary = None if held_out_metrics is None else held_out_metrics.summary()
+        if directory is not None:
+            write_dictionary_files(exported, directory, {**self.run_record, "folded_input_scale": dictionary.input_scale.item()})
+            update_metrics(directory, "dictionary", training=final, **({"held_out": held_out_summary} if held_out_summary else {}))
+        return TrainingResult(exported, history, directory, held_out_summary)
 
 
 def _calibrate_and_evaluate(dictionary: Dictionary, data: ActivationSource, held_out: HeldOut | None, trainer: TrainerConfig):
@@ -444,11 +511,14 @@ def _calibrate_and_evaluate(dictionary: Dictionary, data: ActivationSource, held
 
 
 def _train_step(
-    dictionary: Dictionary, optimizer: torch.optim.Optimizer, batch: torch.Tensor, step: int, trainer: TrainerConfig
+    model: torch.nn.Module, dictionary: Dictionary, optimizer: torch.optim.Optimizer, batch: torch.Tensor, step: int,
+    trainer: TrainerConfig,
 ) -> tuple[DictionaryOutput, LossTerms, torch.Tensor | None]:
+    """One step; ``model`` is ``dictionary`` or, under data parallelism, its ``DistributedDataParallel`` wrapper
+    (whose backward averages the gradients over the ranks)."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, trainer)
-    output = dictionary(batch)
+    output = model(batch)
     terms = dictionary_loss(dictionary, batch, output, sparsity_coefficient(step, trainer, dictionary.config))
     if not torch.isfinite(terms.total):  # one scalar, not the whole batch: NaN or inf anywhere in it reach the loss
         if not torch.isfinite(batch).all():
@@ -469,17 +539,23 @@ def _log_entry(
     dictionary: Dictionary, batch: torch.Tensor, output: DictionaryOutput, terms: LossTerms,
     grad_norm: torch.Tensor | None, step: int, trainer: TrainerConfig, elapsed: float,
 ) -> dict:
-    """Metrics of the step's batch: losses, FVU ``Σ‖s(a − â)‖² / Σ‖s(a − ā)‖²``, L0, dead fraction..."""
+    """Metrics of the step's (global) batch: losses, FVU ``Σ‖s(a − â)‖² / Σ‖s(a − ā)‖²``, L0, dead fraction...
+    Under data parallelism the sums run over every rank's share and the losses are averaged over the ranks (equal
+    shares: the global batch means)."""
+    batch_total = dictionary.batch_statistics.total
+    ranks = dictionary.batch_statistics.size
     scaled = (batch * dictionary.input_scale).flatten(1)
-    variance = (scaled - scaled.mean(0)).pow(2).sum()
+    n_inputs = batch_total(scaled.new_tensor(float(len(scaled))))
+    mean = batch_total(scaled.sum(0)) / n_inputs
+    variance = batch_total((scaled - mean).pow(2).sum())
     entry = {
         "step": step,
         "lr": learning_rate(step - 1, trainer),
         "sparsity_coefficient": sparsity_coefficient(step - 1, trainer, dictionary.config),
-        "loss": terms.total.item(),
-        **{name: value.item() for name, value in terms.parts.items()},
-        "fvu": (residual(dictionary, batch, output).pow(2).sum() / variance).item(),
-        "l0": output.codes.l0().float().mean().item(),
+        "loss": (batch_total(terms.total.detach()) / ranks).item(),
+        **{name: (batch_total(value.detach()) / ranks).item() for name, value in terms.parts.items()},
+        "fvu": (batch_total(residual(dictionary, batch, output).detach().pow(2).sum()) / variance).item(),
+        "l0": (batch_total(output.codes.l0().float().sum()) / n_inputs).item(),
         "dead_fraction": dictionary.dead_latents().float().mean().item(),
         "elapsed_s": round(elapsed, 3),
     }

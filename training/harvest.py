@@ -20,11 +20,13 @@ from groupcc.errors import GroupccError
 
 from groupcc.groups import PAIR_ACTIONS, GroupError, get_group, pair_action
 
-from .activation_store import MANIFEST, ActivationSource, ActivationStore, ActivationStoreWriter, InMemoryActivations, StoreError
+from .activation_store import (MANIFEST, ActivationSource, ActivationStore, ActivationStoreWriter, InMemoryActivations,
+                               ShardWriter, StoreError, default_shard_rows, store_manifest, store_record)
 from .composer_training import ComposerRun, load_composer
 from .devices import resolve_device
+from .distributed import World, current_world
 from .progress import progress_bar
-from .runs import check_number, check_output, check_replaceable, group_fingerprint, lock
+from .runs import StagedDirectory, check_number, check_output, check_replaceable, group_fingerprint, lock, write_json
 
 #: What a store records about where its activations come from (``metadata.store_kind``): composer pairs or images.
 COMPOSER_STORE, VISION_STORE = "composer", "vision"
@@ -82,9 +84,14 @@ def iter_harvest(
     was_training = model.training
     model.eval()
     batch = max(1, rows_per_forward // group_order)
+    starts = range(0, n_inputs, batch)
+    world = current_world()
+    starts = starts[world.part(len(starts))]  # under torchrun: this rank's run of the one-process batches
+    mine = min(n_inputs, starts[-1] + batch) - starts[0] if starts else 0
     try:
-        with capture_output(module) as outputs, progress_bar(total=n_inputs, enabled=progress, desc=f"harvest {layer}", unit="input") as bar:
-            for start in range(0, n_inputs, batch):
+        with capture_output(module) as outputs, progress_bar(total=mine, enabled=progress and world.is_main,
+                                                             desc=f"harvest {layer}", unit="input") as bar:
+            for start in starts:
                 indices = np.arange(start, min(start + batch, n_inputs))
                 outputs.clear()
                 model(*transform(batch_inputs(indices)))
@@ -107,11 +114,16 @@ def collect(batches: Iterator[torch.Tensor], out: str | Path | None, group_order
     fingerprint (:func:`groupcc.training.runs.group_fingerprint`) when it has none. ``out`` is locked from the
     first batch to the last, so a second writer is refused before it computes anything."""
     manifest = with_group_fingerprint(manifest)
+    world = current_world()
     if out is None:
+        if world.distributed:
+            raise GroupccError(f"a harvest on {world.size} ranks needs an output store: expected out to name one")
         acts = [batch for batch in batches]
         if not acts:
             raise GroupccError("no inputs to harvest: expected at least one")
         return InMemoryActivations(torch.cat(acts), manifest=manifest)
+    if world.distributed:
+        return harvest_to_sharded_store(out, batches, group_order, world, overwrite=overwrite, **manifest)
     with lock(out):
         try:
             return harvest_to_store(out, batches, group_order, overwrite=overwrite, **manifest)
@@ -166,6 +178,68 @@ def harvest_to_store(path, batches: Iterator[torch.Tensor], group_order: int, **
     return ActivationStore(path)
 
 
+def harvest_to_sharded_store(path, batches: Iterator[torch.Tensor], group_order: int, world: World, *,
+                             overwrite: bool = False, **manifest) -> ActivationStore:
+    """Each rank's :func:`iter_harvest` batches (its run of the one-process batches) as shards of one new store:
+    rank 0 stages the store (holding its lock) and tells the others where; every rank writes its shards there
+    (``shard_r<rank>_NNNNN.npy``); once every rank has succeeded, rank 0 writes the manifest (the ranks' shards in
+    rank order, hence the rows in input order; statistics summed batch by batch, as one process sums them) and
+    moves the store into place. Any rank's failure removes the staging directory and is raised on every rank."""
+    staging = None
+    if world.is_main:
+        staging = _user_error(lambda: StagedDirectory(path, overwrite=overwrite, what="activation store"), path)
+    world.agree(staging if isinstance(staging, BaseException) else None)
+    directory = Path(world.broadcast(str(staging.path) if world.is_main else None))
+    try:
+        written = _user_error(lambda: _write_shards(directory, batches, group_order, world.rank), path)
+        world.agree(written if isinstance(written, BaseException) else None)
+        parts = [part for part in world.gather(written) if part is not None]
+        committed = None
+        if world.is_main:
+            committed = _user_error(lambda: _commit_sharded_store(staging, parts, group_order, manifest), path)
+            staging = None
+        world.agree(committed if isinstance(committed, BaseException) else None)
+    finally:
+        if isinstance(staging, StagedDirectory):
+            staging.abort()
+    return ActivationStore(path)
+
+
+def _user_error(step: Callable[[], object], path):
+    """``step()``, or the user error it raised (as a value, so that the ranks can agree on it); an operating-system
+    error names the store."""
+    try:
+        return step()
+    except GroupccError as err:
+        return err
+    except OSError as err:
+        return StoreError(f"cannot write activation store {str(path)!r}: {err.strerror or err}")
+
+
+def _write_shards(directory: Path, batches: Iterator[torch.Tensor], group_order: int, rank: int):
+    """This rank's batches as shards in ``directory``: ``(rows written, width)``, or ``None`` without batches."""
+    writer = None
+    for acts in batches:
+        if writer is None:
+            writer = ShardWriter(directory, group_order, acts.shape[-1], np.dtype("float32"),
+                                 default_shard_rows(group_order, acts.shape[-1]), prefix=f"shard_r{rank:05d}_")
+        writer.append(acts)
+    return None if writer is None else (writer.finish(), writer.block_shape[1])
+
+
+def _commit_sharded_store(staging: StagedDirectory, parts: list, group_order: int, manifest: dict) -> Path:
+    """Write the manifest of the ranks' ``parts`` and move the store into place (the staging is gone either way)."""
+    try:
+        if not parts:
+            raise GroupccError("no inputs to harvest: expected at least one")
+        write_json(staging.path / MANIFEST, store_manifest([rows for rows, _ in parts], (group_order, parts[0][1]),
+                                                          np.dtype("float32"), store_record(**manifest)))
+    except BaseException:
+        staging.abort()
+        raise
+    return staging.commit()
+
+
 def composer_transform(group, action: str, device: torch.device) -> Transform:
     """Transform for composers: pair indices ``[B]`` -> operands ``(a, b)`` of all ``|G|·B`` moved pairs."""
     moved_by = torch.as_tensor(pair_action(group, action), device=device)  # [|G|, |G|²]
@@ -201,7 +275,7 @@ def harvest(
     architecture."""
     check_harvest_options(layer, action, device, rows_per_forward)
     check_new_output(out, overwrite)
-    with lock(out) if out is not None else nullcontext():
+    with lock(out) if out is not None and current_world().is_main else nullcontext():
         run = run if isinstance(run, ComposerRun) else load_composer(run, device=device)
         resolve_layer(run.model, layer)
         batches = composer_harvest_batches(run, layer, action, progress=progress, rows_per_forward=rows_per_forward)
