@@ -21,7 +21,7 @@ def evaluate_composer(run: ComposerRun | str | Path, *, key_threshold: float = D
     metrics = composer_metrics(run, key_threshold=key_threshold)
     plots = run.path / PLOTS
     if (run.path / HISTORY).exists():
-        plot_training_curves(read_json(run.path / HISTORY), plots / "training_curves.png",
+        plot_training_curves(read_json(run.path / HISTORY, expect=list), plots / "training_curves.png",
                              title=f"{run.config.group} {run.config.architecture.arch}")
     plot_logit_similarity(metrics["logit_similarity"], metrics["key_irreps"], key_threshold, plots / "logit_similarity.png")
     if over_checkpoints and run.checkpoints():

@@ -67,7 +67,7 @@ def _lookup(metrics: dict, key: str) -> float:
 def run_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESHOLD) -> dict:
     """The run's stored interpretability metrics when they were computed with this threshold and this version's
     definitions, else computed now (in memory; the run directory is not written)."""
-    stored = read_json(run.path / METRICS, what="composer metrics").get("interpretability") if (run.path / METRICS).exists() else None
+    stored = read_json(run.path / METRICS, what="composer metrics", expect=dict).get("interpretability") if (run.path / METRICS).exists() else None
     if stored and stored.get("key_threshold") == key_threshold and "restricted_loss_with_mean" in stored:
         return stored
     return composer_metrics(run, key_threshold=key_threshold)

@@ -110,7 +110,7 @@ def composer_context(store: ActivationSource, group: Group) -> tuple[dict | None
     run = load_composer(source)
     if run.config.group != store.manifest.get("group"):
         raise GroupccError(f"composer run {source!r} is on {run.config.group} but the store says {store.manifest.get('group')}")
-    saved = read_json(run.path / METRICS).get("interpretability") if (run.path / METRICS).exists() else None
+    saved = read_json(run.path / METRICS, expect=dict).get("interpretability") if (run.path / METRICS).exists() else None
     metrics = saved or composer_metrics(run)
     summary = {
         "run": str(run.path.resolve()), "arch": run.config.architecture.arch, "task": run.config.task,
@@ -292,7 +292,7 @@ def _evaluation(directory: Path, dictionary, store: ActivationStore, record: dic
     """The dictionary's ``evaluation.json`` when ``dict eval`` wrote one for these activations, else computed now."""
     saved = directory / "evaluation.json"
     if saved.is_file():
-        evaluation = read_json(saved, what="dictionary run")
+        evaluation = read_json(saved, what="dictionary run", expect=dict)
         if evaluation.get("acts") == str(Path(store.path).resolve()):
             return evaluation
     data = dictionary_input(store, dictionary.config)

@@ -191,7 +191,7 @@ PAPER_SUMMARY_KEYS = [("W_a", "percent_x_embed_explained"), ("W_b", "percent_y_e
 def paper_summary_line(run) -> list[str]:
     """For a run imported from the paper's code with its summary_metrics.json: the paper's stored numbers."""
     path = run.path / METRICS
-    stored = read_json(path, what="composer metrics").get("imported", {}).get("paper_summary_metrics") if path.exists() else None
+    stored = read_json(path, what="composer metrics", expect=dict).get("imported", {}).get("paper_summary_metrics") if path.exists() else None
     if not stored:
         return []
     parts = [f"{name} {stored[key]:.2%}" if not name.endswith(("loss", "excluded", "restricted")) else f"{name} {stored[key]:.3g}"

@@ -497,14 +497,14 @@ def _save_state(out: Path, model, optimizer, epoch: int, history: list) -> None:
 def _restore(out: Path, model, optimizer):
     epoch = load_state(out / STATE, model, optimizer)["epoch"]
     split = read_safetensors(out / "split.safetensors", what="split")
-    history = read_json(out / HISTORY) if (out / HISTORY).exists() else []
+    history = read_json(out / HISTORY, expect=list) if (out / HISTORY).exists() else []
     history = [record for record in history if record["epoch"] <= epoch]
     return epoch, history, (split["train"], split["test"])
 
 
 # --------------------------------------------------------------------------- loading runs
 def load_training_config(run_dir: str | Path) -> ComposerTrainingConfig:
-    data = read_json(Path(run_dir) / "config.json", what="composer run")
+    data = read_json(Path(run_dir) / "config.json", what="composer run", expect=dict)
     if data.get("kind") != "composer":
         raise GroupccError(f"{str(run_dir)!r} is not a composer run (config.json has kind {data.get('kind')!r})")
     try:

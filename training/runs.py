@@ -266,15 +266,23 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read_json(path: str | Path, what: str = "run"):
-    """Parse a JSON file; a missing or corrupt one raises a one-line :class:`RunError` naming the file."""
+#: JSON's names for the Python types ``json.loads`` gives.
+JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def read_json(path: str | Path, what: str = "run", expect: type | None = None):
+    """Parse a JSON file; a missing or corrupt one, or (``expect``: ``dict`` or ``list``) one that holds another
+    type, raises a one-line :class:`RunError` naming the file."""
     file = Path(path)
     if not file.is_file():
         raise RunError(f"{str(file.parent)!r} is not a {what} directory: it has no {file.name}")
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        value = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{str(file)!r} is corrupt: {err}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise RunError(f"{str(file)!r} is corrupt: expected a JSON {JSON_TYPES[expect]}, found {JSON_TYPES[type(value)]}")
+    return value
 
 
 def read_safetensors(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:

@@ -38,6 +38,25 @@ def test_errors_are_one_line(tmp_path, capsys):
         assert err.count("\n") == 1 and err.startswith("groupcc: error: "), (argv, err)
 
 
+def test_run_files_of_the_wrong_json_type_are_one_line_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["composer", "train", "--group", "S3", "--out", str(out), "--epochs", "3", "--d-embed", "4", "--d-hidden", "4", "--quiet"]) == 0
+    (out / "metrics.json").write_text("null")
+    (out / "history.json").write_text("{}")
+    cases = [(["composer", "table", str(out)], f"{str(out / 'metrics.json')!r} is corrupt: expected a JSON object, found null"),
+             (["composer", "eval", str(out), "--quiet"], f"{str(out / 'history.json')!r} is corrupt: expected a JSON array, found object")]
+    (tmp_path / "listed").mkdir()
+    (tmp_path / "listed" / "config.json").write_text("[]")
+    for argv in (["composer", "eval"], ["harvest", "--out", str(tmp_path / "acts"), "--run"],
+                 ["composer", "train", "--group", "S3", "--resume", "--out"]):
+        cases.append((argv + [str(tmp_path / "listed")], f"{str(tmp_path / 'listed' / 'config.json')!r} is corrupt: expected a JSON object, found array"))
+    capsys.readouterr()
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        assert capsys.readouterr().err == f"groupcc: error: {message}\n", argv
+    assert not (tmp_path / "acts").exists()
+
+
 def test_a_model_that_did_not_generalise_gets_a_warning(tmp_path, capsys):
     out = tmp_path / "short"
     short = ["--epochs", "3", "--train-frac", "0.5", "--d-embed", "8", "--d-hidden", "16", "--quiet"]

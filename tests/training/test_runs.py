@@ -23,6 +23,7 @@ from groupcc.training.runs import (
     load_state,
     lock,
     open_run,
+    read_json,
     save_state,
     write_json,
     write_safetensors,
@@ -240,6 +241,14 @@ def test_a_failed_swap_keeps_the_old_run_and_removes_the_new(tmp_path, monkeypat
         staged.commit()
     assert json.loads((tmp_path / "store" / "manifest.json").read_text()) == {"version": "old"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_read_json_refuses_another_json_type_than_expected(tmp_path):
+    for text, expect, found in (("[]", dict, "array"), ("null", dict, "null"), ("3", list, "number"), ("true", dict, "boolean"), ("{}", list, "object")):
+        (tmp_path / "x.json").write_text(text)
+        with pytest.raises(RunError, match=rf"^'.*x.json' is corrupt: expected a JSON \w+, found {found}$"):
+            read_json(tmp_path / "x.json", expect=expect)
+    assert read_json(tmp_path / "x.json") == {} and read_json(tmp_path / "x.json", expect=dict) == {}
 
 
 def test_a_group_is_recognised_by_its_table():
