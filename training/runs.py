@@ -444,7 +444,8 @@ def open_run(target: str | Path, *, overwrite: bool = False, resume: bool = Fals
 
     - ``target`` missing or empty: it is created and written in place. An error removes it again; an interrupt
       (Ctrl-C) keeps it, so that ``resume`` can continue it.
-    - ``target`` holds a run and ``resume``: written in place.
+    - ``target`` holds a run and ``resume``: written in place; an error keeps the run as it was left (a refused
+      or failed resume must not delete the run it was to continue).
     - ``target`` holds a run and ``overwrite``: the new run is built in a staging directory beside it and replaces
       the old one only when complete; on any error or interrupt the old run stays as it was.
     - otherwise a one-line :class:`RunError`.
@@ -470,7 +471,7 @@ def open_run(target: str | Path, *, overwrite: bool = False, resume: bool = Fals
         except BaseException:
             if created:
                 _remove(target)
-            else:  # it was empty: empty it again
+            elif not existing:  # it was empty: empty it again
                 for child in target.iterdir():
                     _remove(child)
             raise

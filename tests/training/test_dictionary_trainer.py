@@ -133,13 +133,15 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, s
     assert [entry["step"] for entry in resumed.history] == [10, 20, 30]
 
 
-def test_resuming_with_other_settings_is_an_error(tmp_path):
+def test_resuming_with_other_settings_is_an_error_that_keeps_the_run(tmp_path):
     small_run(tmp_path)
+    files = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
     _, acts = planted_data("C4", n=600)
     config = dictionary_config("crosscoder", 4, "batchtopk", n_features=32, dead_after_steps=5)
     other = quick_trainer(steps=30, batch_size=64, log_every=10, checkpoint_every=10, seed=3, lr=1e-3)
     with pytest.raises(TrainingError, match=r"cannot resume '.*run': trainer.lr was 0.003, now 0.001"):
         fit_dictionary(InMemoryActivations(acts), config, other, tmp_path / "run", resume=True, progress=False)
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == files  # it used to be deleted
 
 
 def test_an_existing_run_directory_is_not_overwritten_by_default(tmp_path):

@@ -146,6 +146,23 @@ def test_an_existing_run_needs_resume_or_overwrite_and_a_failed_new_run_leaves_n
     assert (tmp_path / "interrupted" / "config.json").is_file()
 
 
+def test_a_failed_or_refused_resume_keeps_the_run(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with open_run(tmp_path / "run") as run:
+            write_json(run / "config.json", {"step": 1})
+            raise KeyboardInterrupt
+    with pytest.raises(RunError, match="contradicts the run"):
+        with open_run(tmp_path / "run", resume=True) as run:
+            write_json(run / "state.json", {"step": 2})
+            raise RunError("contradicts the run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == {"step": 1}
+    with pytest.raises(ValueError):  # an empty directory given to resume is emptied again
+        with open_run(tmp_path / "empty", resume=True) as run:
+            write_json(run / "config.json", {})
+            raise ValueError("bad data")
+    assert not (tmp_path / "empty").exists()
+
+
 def test_an_output_under_a_file_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="a file is in the way"):
