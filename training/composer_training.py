@@ -39,6 +39,7 @@ from .runs import (
     STATE,
     InterruptFlag,
     TrainingInterrupted,
+    check_replaceable,
     load_state,
     make_directory,
     open_run,
@@ -338,6 +339,9 @@ def fit_composer_seeds(
         raise GroupccError(f"need one output directory per distinct seed, got seeds {seeds} for {len(out_dirs)} directories")
     if len({str(Path(out).resolve()) for out in out_dirs}) != len(out_dirs):
         raise GroupccError("each seed needs its own output directory")
+    if overwrite and not resume:  # replace earlier composer runs only, never another run or folder
+        for out in out_dirs:
+            check_replaceable(out, True, CONFIG, "composer run", kind="composer")
     resolve_device(config.device)  # a missing GPU is refused before any directory is made
     with contextlib.ExitStack() as stack:
         outs = [stack.enter_context(open_run(out, overwrite=overwrite, resume=resume, what="composer run")) for out in out_dirs]

@@ -13,7 +13,7 @@ import torch
 
 from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryError
 
-from .runs import CONFIG, RunError, StagedDirectory, read_json, read_safetensors, write_json, write_safetensors
+from .runs import CONFIG, RunError, StagedDirectory, check_replaceable, read_json, read_safetensors, write_json, write_safetensors
 
 WEIGHTS_FILE = "dictionary.safetensors"
 #: A training run's held-out split: ``train_rows`` and ``held_out_rows``, row indices into its activations.
@@ -39,6 +39,7 @@ def save_dictionary(dictionary: Dictionary, path: str | Path, record: dict | Non
     path = Path(path)
     if path.exists() and not overwrite:
         raise DictionaryError(f"{str(path)!r} already exists: expected a new path (or pass overwrite=True)")
+    check_replaceable(path, overwrite, CONFIG, "dictionary", kind=FORMAT)  # another run or folder is never replaced
     with StagedDirectory(path, overwrite=True, what="dictionary") as tmp:
         write_dictionary_files(dictionary, tmp, record)
     return path

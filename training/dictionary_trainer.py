@@ -67,10 +67,11 @@ from .activation_store import (ActivationSource, ActivationStore, RowSubset, as_
                                input_orbits, reads_transformed_blocks, split_rows)
 from .devices import resolve_device
 from .distributed import World, current_world
+from .dictionary_files import FORMAT as DICTIONARY_FORMAT
 from .dictionary_files import SPLIT_FILE, dictionary_record, read_dictionary_record, write_dictionary_files
 from .progress import progress_bar
-from .runs import (HISTORY, STATE, InterruptFlag, TrainingInterrupted, load_state, open_run, save_state, update_metrics,
-                   write_json, write_safetensors)
+from .runs import (CONFIG, HISTORY, STATE, InterruptFlag, TrainingInterrupted, check_replaceable, load_state, open_run, save_state,
+                   update_metrics, write_json, write_safetensors)
 
 #: Inputs per step when none is given (fewer when the data has fewer inputs).
 DEFAULT_BATCH_SIZE = 1024
@@ -265,6 +266,8 @@ def train_dictionary(
     """
     source = as_activation_source(acts)
     config, trainer = dictionary_settings(source, kind, n_features=n_features, group=group, **options)
+    if out is not None and overwrite and not resume:  # replace an earlier dictionary run only, never another run or folder
+        check_replaceable(out, True, CONFIG, "dictionary run", kind=DICTIONARY_FORMAT)
     record = {"acts": str(source.path.resolve())} if isinstance(source, ActivationStore) else {}
     result = fit_dictionary(source, config, trainer, out, resume=resume, overwrite=overwrite, progress=progress,
                             record=record, orbits=orbits)

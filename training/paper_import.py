@@ -45,7 +45,7 @@ from groupcc.groups import Group, get_group
 
 from .composer_training import ComposerTrainingConfig, load_composer
 from .composers import ComposerArchitecture, build_composer
-from .runs import CONFIG, open_run, update_metrics, write_json, write_safetensors
+from .runs import CONFIG, check_replaceable, open_run, update_metrics, write_json, write_safetensors
 
 PAPER_GROUPS = {"CyclicGroup": "C", "DihedralGroup": "D", "SymmetricGroup": "S", "AlternatingGroup": "A"}
 PAPER_MODELS = {"OneLayerMLP": "mlp", "Transformer": "transformer"}
@@ -237,6 +237,8 @@ def import_paper_run(paper_dir: str | Path, out: str | Path, *, overwrite: bool 
     source = Path(paper_dir)
     if not source.is_dir():
         raise GroupccError(f"paper run directory {str(source)!r} does not exist")
+    if overwrite:  # replace an earlier composer run only, never another run or folder
+        check_replaceable(out, True, CONFIG, "composer run", kind="composer")
     paper = read_paper_config(source)
     group = get_group(paper.group_name)
     state = _load_state_dict(source)

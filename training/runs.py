@@ -193,19 +193,33 @@ def _named(target: str | Path, what: str) -> Path:
     return Path(target)
 
 
-def check_replaceable(target: str | Path, overwrite: bool, marker: str, what: str = "output") -> None:
+def check_replaceable(target: str | Path, overwrite: bool, marker: str, what: str = "output", kind: str | None = None) -> None:
     """Before any work: an existing non-empty ``target`` needs ``overwrite``, and may only be replaced by a run of
-    its own kind, one holding ``marker`` (``manifest.json`` for an activation store), never another run that
-    replacing would delete."""
+    its own kind, one holding ``marker`` (``manifest.json`` for an activation store) and, with ``kind``, whose
+    ``config.json`` records that kind (:func:`recorded_kind`: composer runs, testbeds and dictionaries all hold a
+    ``config.json``), never another run or folder that replacing would delete."""
     target = Path(target)
     if not target.is_dir() or not any(target.iterdir()):
         return
-    if not (target / marker).is_file():
+    found = recorded_kind(target) if kind is not None else None
+    if not (target / marker).is_file() or found != kind:
         article = "an" if what[:1] in "aeiou" else "a"
-        raise RunError(f"{str(target)!r} exists and is not {article} {what} (it has no {marker}): expected a new path, "
+        why = f"it has no {marker}" if not (target / marker).is_file() else f"its {CONFIG} records {found!r}, not {kind!r}"
+        raise RunError(f"{str(target)!r} exists and is not {article} {what} ({why}): expected a new path, "
                        f"or an earlier {what} to replace")
     if not overwrite:
         raise RunError(f"{what} {str(target)!r} already exists: overwrite it, or choose another path")
+
+
+def recorded_kind(directory: str | Path) -> str | None:
+    """What a run directory's ``config.json`` says it is: its ``kind`` (``composer``, ``testbed``) or its ``format``
+    (``groupcc-dictionary``); ``None`` when it has no readable JSON object there."""
+    try:
+        config = read_json(Path(directory) / CONFIG, expect=dict)
+    except RunError:
+        return None
+    found = config.get("kind", config.get("format"))
+    return found if isinstance(found, str) else None
 
 
 def _read_only(path: Path) -> bool:

@@ -30,7 +30,7 @@ from groupcc.crosscoders import Dictionary, DictionaryConfig, DictionaryError
 from groupcc.groups import get_group
 
 from .dictionary_files import load_dictionary, read_dictionary_record, save_dictionary, write_dictionary_files
-from .runs import RunError, StagedDirectory, read_json, read_safetensors, write_json, write_safetensors
+from .runs import RunError, StagedDirectory, check_replaceable, read_json, read_safetensors, write_json, write_safetensors
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -52,6 +52,7 @@ def export_saelens(run: str | Path | Dictionary, out: str | Path, *, metadata: d
     """Write ``run`` (a dictionary directory, e.g. a training run, or a :class:`Dictionary`) into the new directory
     ``out`` in SAELens's layout (see the module docstring), atomically. ``metadata`` (JSON-able) is added to
     ``cfg.json``'s ``metadata`` (a run's layer, source and store are recorded from its ``config.json``)."""
+    check_replaceable(out, overwrite, WEIGHTS_FILE, "SAELens export")  # never a dictionary run or another folder
     record = read_dictionary_record(run) if not isinstance(run, Dictionary) else {}
     dictionary = load_dictionary(run) if not isinstance(run, Dictionary) else run
     config = dictionary.config

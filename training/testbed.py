@@ -37,6 +37,8 @@ from .runs import (
     METRICS,
     StagedDirectory,
     check_number,
+    check_output,
+    check_replaceable,
     read_json,
     read_safetensors,
     write_json,
@@ -166,9 +168,8 @@ def train_testbed(config: TestbedConfig, out: str | Path, overwrite: bool = Fals
     """Train a :class:`TestbedCNN` (Adam with a cosine learning-rate decay, cross-entropy on the kind plus the
     squared orientation error) and write its run directory ``out`` atomically; returns ``out``. An existing
     non-empty ``out`` is an error unless ``overwrite``."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise GroupccError(f"output directory {str(out)!r} already exists: overwrite it, or choose another path")
+    out = check_output(out, "testbed run")
+    check_replaceable(out, overwrite, CONFIG, "testbed run", kind="testbed")
     device = resolve_device(config.device)
     started = time.monotonic()
     shapes = generate_shapes(config.n_train + config.n_test, config.size, config.kinds, config.seed)

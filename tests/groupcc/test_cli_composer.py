@@ -57,6 +57,15 @@ def test_run_files_of_the_wrong_json_type_are_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "acts").exists()
 
 
+def test_overwrite_replaces_an_earlier_composer_run_only(tmp_path, capsys):
+    (tmp_path / "cc").mkdir()
+    (tmp_path / "cc" / "config.json").write_text('{"format": "groupcc-dictionary"}')
+    assert main(["composer", "train", "--group", "S3", "--out", str(tmp_path / "cc"), "--overwrite", "--epochs", "2"]) == 1
+    assert capsys.readouterr().err == (f"groupcc: error: {str(tmp_path / 'cc')!r} exists and is not a composer run (its config.json "
+                                       "records 'groupcc-dictionary', not 'composer'): expected a new path, or an earlier composer run to replace\n")
+    assert [p.name for p in (tmp_path / "cc").iterdir()] == ["config.json"]
+
+
 def test_a_model_that_did_not_generalise_gets_a_warning(tmp_path, capsys):
     out = tmp_path / "short"
     short = ["--epochs", "3", "--train-frac", "0.5", "--d-embed", "8", "--d-hidden", "16", "--quiet"]

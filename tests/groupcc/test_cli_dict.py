@@ -121,6 +121,30 @@ def test_the_batch_size_adapts_to_a_small_store_and_an_sae_records_what_it_reads
     assert "batch_size = 37 exceeds the 36 inputs" in capsys.readouterr().err
 
 
+def test_overwrite_replaces_only_an_earlier_output_of_the_same_kind(acts, tmp_path, capsys):
+    """--overwrite used to replace whatever was there: the store being read, the composer run, a folder of notes."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("precious")
+    train = ["dict", "train", "--acts", str(acts / "acts"), "--kind", "sae", "--features", "4", "--sparsity", "l1", "--steps", "2",
+             "--overwrite", "--quiet", "--out"]
+    cases = [(train + [str(acts / "acts")], "'{}' exists and is not a dictionary run (it has no config.json)"),
+             (train + [str(acts / "run")], "'{}' exists and is not a dictionary run (its config.json records 'composer', not 'groupcc-dictionary')"),
+             (train + [str(tmp_path / "notes")], "'{}' exists and is not a dictionary run (it has no config.json)"),
+             (["dict", "import", str(tmp_path / "saelens"), "--overwrite", "--out", str(acts / "run")],
+              "'{}' exists and is not a dictionary (its config.json records 'composer', not 'groupcc-dictionary')"),
+             (["dict", "export", str(tmp_path / "sae"), "--overwrite", "--out", str(tmp_path / "sae")],
+              "'{}' exists and is not a SAELens export (it has no sae_weights.safetensors)")]
+    assert main(train[:-2] + ["--out", str(tmp_path / "sae")]) == 0
+    assert main(["dict", "export", str(tmp_path / "sae"), "--out", str(tmp_path / "saelens")]) == 0
+    capsys.readouterr()
+    files = {path: path.read_bytes() for path in [*acts.rglob("*"), *tmp_path.rglob("*")] if path.is_file()}
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        assert capsys.readouterr().err.startswith(f"groupcc: error: {message.format(argv[-1])}: expected a new path"), argv
+    assert {path: path.read_bytes() for path in [*acts.rglob("*"), *tmp_path.rglob("*")] if path.is_file()} == files
+    assert main(train + [str(tmp_path / "sae")]) == 0  # an earlier dictionary run is replaced
+
+
 def test_harvest_overwrite_with_a_bad_layer_leaves_the_old_store_untouched(acts, tmp_path, capsys):
     store = tmp_path / "acts"
     assert main(["harvest", "--run", str(acts / "run"), "--layer", "hidden", "--out", str(store), "--quiet"]) == 0

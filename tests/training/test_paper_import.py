@@ -148,6 +148,18 @@ def test_bad_configs_are_refused_in_one_line(tmp_path, change, message):
     assert not (tmp_path / "ours").exists()
 
 
+def test_overwrite_replaces_an_earlier_composer_run_only(tmp_path):
+    group = get_group("S3")
+    phi, _ = paper_element_map("SymmetricGroup", 3, group)
+    state = paper_state_from(build_composer(ComposerArchitecture("mlp", n_elements=6, **SIZES["mlp"])), phi, "mlp")
+    paper = write_paper_run(tmp_path / "paper", "SymmetricGroup", 3, "mlp", state)
+    with pytest.raises(GroupccError, match=r"'.*paper' exists and is not a composer run \(it has no config.json\)"):
+        import_paper_run(paper, paper, overwrite=True)  # it would have replaced its own input
+    assert sorted(p.name for p in paper.iterdir()) == ["cfg.json", "model.pt"]
+    import_paper_run(paper, tmp_path / "ours")
+    import_paper_run(paper, tmp_path / "ours", overwrite=True)
+
+
 def test_wrong_shapes_and_nonzero_biases_name_the_key(tmp_path):
     group = get_group("S3")
     phi, _ = paper_element_map("SymmetricGroup", 3, group)

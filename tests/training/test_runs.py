@@ -218,6 +218,16 @@ def test_only_a_run_of_the_same_kind_is_replaced(tmp_path):
         check_replaceable(tmp_path / "store", False, "manifest.json", "activation store")
     check_replaceable(tmp_path / "store", True, "manifest.json", "activation store")
     check_replaceable(tmp_path / "new", False, "manifest.json", "activation store")
+    # runs that all hold a config.json are told apart by the kind it records
+    (tmp_path / "composer").mkdir()
+    write_json(tmp_path / "composer" / "config.json", {"kind": "composer"})
+    check_replaceable(tmp_path / "composer", True, "config.json", "composer run", kind="composer")
+    with pytest.raises(RunError, match=r"^'.*composer' exists and is not a testbed run \(its config.json records 'composer', not "
+                                       r"'testbed'\): expected a new path, or an earlier testbed run to replace$"):
+        check_replaceable(tmp_path / "composer", True, "config.json", "testbed run", kind="testbed")
+    write_json(tmp_path / "composer" / "config.json", [])  # unreadable as a record: no kind
+    with pytest.raises(RunError, match=r"records None, not 'composer'"):
+        check_replaceable(tmp_path / "composer", True, "config.json", "composer run", kind="composer")
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EROFS])

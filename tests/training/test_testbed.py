@@ -133,6 +133,13 @@ def test_existing_output_and_missing_or_corrupt_runs_are_errors(tiny_run, tmp_pa
     config, out = tiny_run
     with pytest.raises(GroupccError, match="already exists: overwrite it"):
         train_testbed(config, out, progress=False)
+    composer = tmp_path / "composer"
+    composer.mkdir()
+    (composer / "config.json").write_text('{"kind": "composer"}')
+    with pytest.raises(GroupccError, match=r"'.*composer' exists and is not a testbed run \(its config.json records 'composer', not "
+                                           r"'testbed'\): expected a new path, or an earlier testbed run to replace"):
+        train_testbed(config, composer, overwrite=True, progress=False)  # another kind of run is never replaced
+    assert [p.name for p in composer.iterdir()] == ["config.json"]
     with pytest.raises(GroupccError, match="does not exist"):
         load_testbed(tmp_path / "nowhere")
     broken = tmp_path / "broken"
