@@ -147,7 +147,7 @@ def demo_bytes(plan: DemoPlan) -> tuple[int, int]:
     float32; the analysis of both dictionaries, :func:`groupcc.eval.analysis.analysis_bytes`), and the activation
     store on disk, ``[|G|², |G|, d]`` float32."""
     order, width, n_features = plan.group.order, plan.width, plan.n_features
-    composer = array_bytes((3, order**2, order), 8)
+    composer = plan.composer.training_bytes
     dictionary = array_bytes((4, n_features, order, width)) + array_bytes((4, width, n_features))
     analysis = sum(analysis_bytes(plan.group, order**2, n_features, width, kind, plan.analysis) for kind in ("crosscoder", "sae"))
     return max(composer, dictionary, analysis), array_bytes((order**2, order, width))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from groupcc.errors import GroupccError
 
 from groupcc.groups import Group, get_group, parse_word
+from groupcc.groups.limits import array_bytes, memory_refusal
 
 from .composers import ComposerArchitecture, SeedBatch, build_composer
 from .devices import resolve_device
@@ -127,6 +128,13 @@ class ComposerTrainingConfig:
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise GroupccError(f"unknown device {self.device!r}: expected auto, cpu, cuda or cuda:N")
         parse_word(self.task)
+
+    @property
+    def training_bytes(self) -> int:
+        """Memory of full-batch training, its largest arrays: the float64 logits of all ``|G|²`` pairs ``[|G|², |G|]``,
+        their gradient and the cross-entropy's softmax (three copies)."""
+        order = self.architecture.n_elements
+        return array_bytes((3, order**2, order), 8)
 
     @property
     def evaluation_interval(self) -> int:
@@ -343,6 +351,10 @@ def fit_composer_seeds(
         for out in out_dirs:
             check_replaceable(out, True, CONFIG, "composer run", kind="composer")
     resolve_device(config.device)  # a missing GPU is refused before any directory is made
+    refusal = memory_refusal(f"training a composer on {config.group} (order {config.architecture.n_elements}: float64 logits "
+                             "[|G|², |G|] of every pair, with their gradients)", config.training_bytes)
+    if refusal:
+        raise GroupccError(f"{refusal}: expected a smaller group")
     with contextlib.ExitStack() as stack:
         outs = [stack.enter_context(open_run(out, overwrite=overwrite, resume=resume, what="composer run")) for out in out_dirs]
         configs = []

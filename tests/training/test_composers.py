@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from groupcc.errors import GroupccError
-from groupcc.groups import GroupError, get_group, parse_word
+from groupcc.groups import GroupError, get_group, limits, parse_word
 from groupcc.training.composer_training import (
     converged,
     default_config,
@@ -209,3 +209,13 @@ def test_loading_bad_run_directories(tmp_path):
         fit_composer(config, tmp_path / "unfinished", progress=False, on_epoch=interrupt_at(10))
     with pytest.raises(ValueError, match="did not finish"):
         load_composer(tmp_path / "unfinished")
+
+
+def test_training_that_would_not_fit_in_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "physical_memory_bytes", lambda: 10**8)
+    config = default_config("C200", "mlp", epochs=2, d_embed=4, d_hidden=4)
+    assert config.training_bytes == 3 * 200**3 * 8
+    with pytest.raises(GroupccError, match=r"^training a composer on C200 \(order 200: float64 logits \[\|G\|², \|G\|\] of every pair, "
+                                           r"with their gradients\) would need about 192 MB of memory, .*: expected a smaller group$"):
+        fit_composer(config, tmp_path / "run", progress=False)
+    assert not any(tmp_path.iterdir())
