@@ -43,7 +43,8 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
             return modules[candidate]
     hooks = sorted(n[len("hook_"):] for n in modules if n.startswith("hook_"))
     available = hooks or sorted(n for n in modules if n)[:30]
-    raise GroupccError(f"layer {name!r} not found in {type(model).__name__}: expected one of {', '.join(available)}")
+    expected = f"one of {', '.join(available)}" if available else "a model with submodules to read (it has none)"
+    raise GroupccError(f"layer {name!r} not found in {type(model).__name__}: expected {expected}")
 
 
 @contextmanager

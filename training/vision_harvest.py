@@ -301,4 +301,7 @@ def to_nchw(array: np.ndarray, where: str) -> torch.Tensor:
         raise VisionInputError(f"images in {where!r} are {array.shape[-2]}×{array.shape[-1]}: expected square images (they rotate about the centre)")
     if not np.isfinite(array).all():
         raise VisionInputError(f"images in {where!r} contain NaN or inf")
+    if array.size and (array.min() < 0 or array.max() > 1):  # e.g. [0, 255] floats: the models expect [0, 1]
+        raise VisionInputError(f"images in {where!r} have values in [{array.min():g}, {array.max():g}]: expected floats in [0, 1] "
+                               "(or uint8, read as value / 255)")
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

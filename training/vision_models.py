@@ -5,6 +5,7 @@ path (nothing is downloaded)."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 import torch
@@ -56,13 +57,31 @@ def weights_source(spec: str, weights: str | None) -> str | None:
     return str(default) if default else None
 
 
+def _check_no_arguments_needed(spec: str, factory) -> None:
+    """A one-line error when ``factory`` cannot be called without arguments (``torch.nn:Linear``), checked on its
+    signature so that a TypeError raised inside a user's own factory keeps its traceback."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have none: call and see
+        return
+    try:
+        signature.bind()
+    except TypeError as err:
+        raise GroupccError(f"cannot build {spec!r} without arguments ({err}): expected a torch.nn.Module, or a class or "
+                           "factory that takes none") from None
+
+
 def _import_model(spec: str, weights: str | None) -> nn.Module:
     module_name, _, attribute = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
         raise GroupccError(f"cannot import {spec!r}: {err}") from None
-    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if callable(factory) and not isinstance(factory, nn.Module):
+        _check_no_arguments_needed(spec, factory)
+        model = factory()
+    else:
+        model = factory
     if not isinstance(model, nn.Module):
         raise GroupccError(f"{spec!r} gave a {type(model).__name__}: expected a torch.nn.Module (or a class/factory returning one)")
     if weights:

@@ -145,6 +145,9 @@ def test_image_loading(tmp_path):
     assert load_image_array(folder).shape == (2, 3, 8, 8)
     with pytest.raises(VisionInputError, match="square"):
         to_nchw(np.zeros((2, 8, 9), dtype=np.float32), "x")
+    with pytest.raises(VisionInputError, match=r"^images in 'x' have values in \[-0.5, 300\]: expected floats in \[0, 1\]"):
+        to_nchw(np.array([-0.5, 300], dtype=np.float32).repeat(32).reshape(1, 8, 8), "x")
+    assert to_nchw(np.zeros((0, 8, 8), dtype=np.float32), "x").shape == (0, 1, 8, 8)  # no images: refused by the harvest
     with pytest.raises(VisionInputError, match="do not exist"):
         load_image_array(tmp_path / "missing")
     imsave(folder / "odd.png", np.zeros((5, 5, 3), dtype=np.uint8))
@@ -170,6 +173,16 @@ def test_image_numbers_are_checked_before_any_image_is_made_or_read(images, opti
 def test_an_empty_weights_path_is_refused_not_read_as_no_weights():
     with pytest.raises(GroupccError, match=r"^weights '': expected the path of a weights file, or no weights at all$"):
         load_vision_model("torch.nn:Identity", "")
+
+
+def test_an_import_path_that_needs_arguments_or_has_no_layers_is_one_line():
+    with pytest.raises(GroupccError, match=r"^cannot build 'torch.nn:Linear' without arguments \(missing a required argument: "
+                                           r"'in_features'\): expected a torch.nn.Module, or a class or factory that takes none$"):
+        load_vision_model("torch.nn:Linear")
+    with pytest.raises(GroupccError, match=r"^cannot build 'os:system' without arguments"):  # and the command is never run
+        load_vision_model("os:system")
+    with pytest.raises(GroupccError, match=r"^layer 'x' not found in ReLU: expected a model with submodules to read \(it has none\)$"):
+        resolve_layer(load_vision_model("torch.nn:ReLU"), "x")
 
 
 def test_batched_harvest_equals_one_image_per_forward():
