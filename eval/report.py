@@ -10,7 +10,8 @@ inside the resolved directory, be a regular file (not a device such as ``/dev/ze
 no other name (a hard link inside the directory to a file outside it resolves inside, so any file with more than
 one link is refused) and hold at most :data:`MAX_FILE_BYTES`; plots must also be PNG files and embed at most :data:`MAX_EMBEDDED_BYTES` in
 all. A plot that fails is skipped: the report says so in its place and a one-line warning goes to stderr. An
-``analysis.json`` that fails is refused with a one-line error.
+``analysis.json`` that fails is refused with a one-line error. Within it, a field of the wrong JSON type (a list
+where an object belongs) reads as missing, shown as a dash like a field that is absent.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def build_report(analysis: dict, directory: Path, warn: Callable[[str], None] = 
     kind = analysis.get("label_kind") or "irrep"  # what the features are labelled with: irreps, or input classes
     blocks: list[Block] = [Heading(_title(analysis), 1), Paragraph(_summary(analysis))]
     blocks += _composer_section(analysis.get("composer"))
-    blocks += _comparison_section(analysis.get("comparison") or {})
+    blocks += _comparison_section(_object(analysis.get("comparison")))
     blocks += _metrics_section(dictionaries)
     for name, record in dictionaries.items():
         blocks += _families_section(name, record, trivial, kind)
@@ -218,26 +219,28 @@ def _summary(analysis: dict) -> str:
 
 def _dictionaries(analysis: dict) -> dict[str, dict]:
     """The dictionary records, crosscoder first, then the SAE, then any other."""
-    found = analysis.get("dictionaries") or {}
+    found = _object(analysis.get("dictionaries"))
     order = [name for name in DICTIONARY_ORDER if name in found] + [name for name in found if name not in DICTIONARY_ORDER]
     return {name: found[name] for name in order if isinstance(found[name], dict)}
 
 
 def _trivial_irrep(analysis: dict) -> str | None:
     """The trivial irrep's name: irreps are listed trivial first (``group.irreps()`` order)."""
-    irreps = analysis.get("irreps") or []
-    return irreps[0].get("name") if irreps else None
+    irreps = _objects(analysis.get("irreps"))
+    name = irreps[0].get("name") if irreps else None
+    return name if isinstance(name, str) else None
 
 
-def _composer_section(composer: dict | None) -> list[Block]:
+def _composer_section(composer) -> list[Block]:
+    composer = _object(composer)
     if not composer:
         return []
-    key_irreps = ", ".join(composer.get("key_irreps") or []) or "none"
+    key_irreps = ", ".join(str(name) for name in _list(composer.get("key_irreps"))) or "none"
     text = (
         f"{composer.get('arch', '?')} composer for {composer.get('task', '?')} (run {composer.get('run', '?')}). "
         f"Key irreps: {key_irreps}."
     )
-    rows = [[name, _number(value)] for name, value in _flatten(composer.get("metrics") or {})]
+    rows = [[name, _number(value)] for name, value in _flatten(_object(composer.get("metrics")))]
     return [Heading("Composer"), Paragraph(text)] + ([Table(["metric", "value"], rows)] if rows else [])
 
 
@@ -297,8 +300,9 @@ def _families_section(name: str, record: dict, trivial: str | None, kind: str) -
     display = DISPLAY_NAMES.get(name, name)
     for label, families in ((f"{display} families", record.get("families")),
                             (f"{display} decoder families", record.get("decoder_families"))):
-        if isinstance(families, dict) and families.get("table"):
-            blocks += [Heading(label), Paragraph(_families_text(families)), _family_table(families["table"], trivial, kind)]
+        table = _objects(families.get("table")) if isinstance(families, dict) else []
+        if table:
+            blocks += [Heading(label), Paragraph(_families_text(families)), _family_table(table, trivial, kind)]
     return blocks
 
 
@@ -323,12 +327,12 @@ def _family_table(table: list[dict], trivial: str | None, kind: str) -> Table:
 
 
 def _counts(counts: dict | None, pattern: str) -> str:
-    return ", ".join(pattern.format(name, count) for name, count in (counts or {}).items()) or MISSING
+    return ", ".join(pattern.format(name, count) for name, count in _object(counts).items()) or MISSING
 
 
 def _top_irreps(spectrum: dict | None, trivial: str | None, top: int = 2) -> str:
     """The ``top`` non-trivial irreps with the largest (non-zero) share of the spectrum's total energy."""
-    spectrum = {name: value for name, value in (spectrum or {}).items() if isinstance(value, (int, float))}
+    spectrum = {name: value for name, value in _object(spectrum).items() if isinstance(value, (int, float))}
     total = sum(spectrum.values())
     if not spectrum or not total > 0:
         return MISSING
@@ -338,22 +342,35 @@ def _top_irreps(spectrum: dict | None, trivial: str | None, top: int = 2) -> str
 
 def _label_counts_section(analysis: dict, dictionaries: dict[str, dict], kind: str) -> list[Block]:
     key = f"features_per_{kind}"
-    fallback = (analysis.get("comparison") or {}).get(key) or {}
-    counts = {name: record.get(key) or fallback.get(name) for name, record in dictionaries.items()}
+    fallback = _object(_object(analysis.get("comparison")).get(key))
+    counts = {name: _object(record.get(key)) or _object(fallback.get(name)) for name, record in dictionaries.items()}
     counts = {name: value for name, value in counts.items() if value}
     if not counts:
         return []
-    known = [irrep.get("name") for irrep in analysis.get("irreps") or []] if kind == "irrep" else []
+    known = [irrep["name"] for irrep in _objects(analysis.get("irreps")) if isinstance(irrep.get("name"), str)] if kind == "irrep" else []
     seen = {label for value in counts.values() for label in value}
     order = [name for name in known if name in seen] + sorted(seen - set(known))
     rows = [[label] + [_number(value.get(label, 0)) for value in counts.values()] for label in order]
     return [Heading(f"Features per {kind}"), Table([kind] + list(counts), rows)]
 
 
+def _object(value) -> dict:
+    """``value`` when it is a JSON object, else empty: a field of the wrong type reads as missing (shown as a dash)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _objects(value) -> list[dict]:
+    """The JSON objects in the list ``value`` (nothing when it is not a list)."""
+    return [item for item in _list(value) if isinstance(item, dict)]
+
+
 def _plots_section(plots, directory: Path, warn: Callable[[str], None]) -> list[Block]:
     budget = [MAX_EMBEDDED_BYTES]  # bytes left to embed, shared by the plots in order
-    entries = plots if isinstance(plots, list) else []
-    blocks: list[Block] = [_plot(plot, directory, budget, warn) for plot in entries if isinstance(plot, dict)]
+    blocks: list[Block] = [_plot(plot, directory, budget, warn) for plot in _objects(plots)]
     return [Heading("Plots")] + blocks if blocks else []
 
 

@@ -153,6 +153,19 @@ def test_missing_plot_is_skipped_with_a_note(analysis_dir):
     assert markdown_path.read_text().count("![") == 1
 
 
+@pytest.mark.parametrize("path", [("dictionaries",), ("irreps",), ("composer",), ("composer", "metrics"), ("comparison",),
+                                  ("dictionaries", "crosscoder", "families", "table"), ("comparison", "features_per_irrep")])
+@pytest.mark.parametrize("bad", [[1], "x", 3, None, [[1]]])
+def test_fields_of_the_wrong_type_read_as_missing(tmp_path, path, bad):
+    analysis = full_analysis([])
+    node = analysis
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = bad  # used to raise IndexError, TypeError or AttributeError
+    html_path, markdown_path = write_report(write_analysis(tmp_path / "analysis", analysis))
+    assert "Dictionary metrics" in markdown_path.read_text() or path == ("dictionaries",)
+
+
 def test_minimal_analysis_renders(tmp_path):
     crosscoder = dictionary_record("crosscoder")
     del crosscoder["evaluation"], crosscoder["features_per_irrep"]
