@@ -266,8 +266,6 @@ def train_dictionary(
     """
     source = as_activation_source(acts)
     config, trainer = dictionary_settings(source, kind, n_features=n_features, group=group, **options)
-    if out is not None and overwrite and not resume:  # replace an earlier dictionary run only, never another run or folder
-        check_replaceable(out, True, CONFIG, "dictionary run", kind=DICTIONARY_FORMAT)
     record = {"acts": str(source.path.resolve())} if isinstance(source, ActivationStore) else {}
     result = fit_dictionary(source, config, trainer, out, resume=resume, overwrite=overwrite, progress=progress,
                             record=record, orbits=orbits)
@@ -344,6 +342,8 @@ def fit_dictionary(
     """
     world = current_world()
     device = resolve_device(trainer.device)
+    if run_dir is not None and overwrite and not resume:  # replace an earlier dictionary run only, never another run or folder
+        check_replaceable(run_dir, True, CONFIG, "dictionary run", kind=DICTIONARY_FORMAT)
     split = held_out_split(source, config, trainer, orbits)
     data = dictionary_input(source if split is None else RowSubset(source, split.train_rows), config)
     held_out = None if split is None else HeldOut.of(source, split, config, trainer.seed)

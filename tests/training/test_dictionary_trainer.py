@@ -151,6 +151,15 @@ def test_an_existing_run_directory_is_not_overwritten_by_default(tmp_path):
     small_run(tmp_path, overwrite=True)
 
 
+def test_overwrite_replaces_only_a_dictionary_run(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("keep me")
+    with pytest.raises(GroupccError, match="notes"):
+        small_run(tmp_path, "notes", overwrite=True)
+    assert (notes / "notes.txt").read_text() == "keep me"
+
+
 # ---------------------------------------------------------------------- input validation
 def test_nan_activations_are_a_clear_error(tmp_path):
     _, acts = planted_data("C4", n=600)
