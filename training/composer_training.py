@@ -32,7 +32,7 @@ from groupcc.groups import Group, get_group, parse_word
 from groupcc.groups.limits import array_bytes, memory_refusal
 
 from .composers import ComposerArchitecture, SeedBatch, build_composer
-from .devices import resolve_device
+from .devices import flushing_subnormals, resolve_device
 from .progress import progress_bar
 from .runs import (
     CONFIG,
@@ -411,7 +411,7 @@ def _fit(configs: list[ComposerTrainingConfig], outs: list[Path], progress: bool
             model, seed_optimizer = _seed_model(batch, optimizer, index, config)
             _save_state(out, model, seed_optimizer, epoch, histories[index])
 
-    with InterruptFlag() as interrupt, progress_bar(total=config.epochs, initial=start_epoch, enabled=progress,
+    with InterruptFlag() as interrupt, flushing_subnormals(), progress_bar(total=config.epochs, initial=start_epoch, enabled=progress,
                                                      desc=label, unit="ep") as bar:
         try:
             while epoch < config.epochs and not stopped_early:

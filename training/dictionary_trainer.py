@@ -65,7 +65,7 @@ from groupcc.groups.limits import memory_refusal
 
 from .activation_store import (ActivationSource, ActivationStore, RowSubset, as_activation_source, dictionary_input,
                                input_orbits, reads_transformed_blocks, split_rows)
-from .devices import resolve_device
+from .devices import flushing_subnormals, resolve_device
 from .distributed import World, current_world
 from .dictionary_files import FORMAT as DICTIONARY_FORMAT
 from .dictionary_files import SPLIT_FILE, dictionary_record, read_dictionary_record, write_dictionary_files
@@ -461,7 +461,7 @@ class _Fit:
         batches = self.data.batches(self.batch_size, trainer.seed, start_batch=step, window_shards=trainer.window_shards,
                                     part=(world.rank, world.size))
         started = time.perf_counter()
-        with InterruptFlag() as interrupt, progress_bar(total=trainer.steps, initial=step, enabled=self.progress,
+        with InterruptFlag() as interrupt, flushing_subnormals(), progress_bar(total=trainer.steps, initial=step, enabled=self.progress,
                                                         desc=f"{self.config.kind} ({self.config.sparsity})") as bar:
             while step < trainer.steps:
                 batch = next(batches).to(self.device, non_blocking=True)
