@@ -184,7 +184,8 @@ def test_paper_defaults_and_errors(tmp_path):
     with pytest.raises(ValueError, match="group 'C1' has 1 element"):
         default_config("C1")
     small = default_config("D7")  # outside the paper's table: the small-group defaults, early stopping on
-    assert (small.train_frac, small.lr, small.patience) == (0.9, 1e-2, 1000) and default_config("S5").patience == 0
+    assert (small.train_frac, small.lr, small.patience) == (0.95, 1e-2, 1000) and default_config("S5").patience == 0
+    assert [default_config(name).train_frac for name in ("C15", "C16", "C30", "C31", "C60")] == [0.95, 0.9, 0.9, 0.7, 0.7]
     with pytest.raises(ValueError, match="bad word"):
         default_config("S3", task="a*c")
     config = default_config("C3", "mlp", epochs=5, d_embed=4, d_hidden=4)
