@@ -41,6 +41,7 @@ from .runs import (
     InterruptFlag,
     TrainingInterrupted,
     check_replaceable,
+    group_fingerprint,
     load_state,
     make_directory,
     open_run,
@@ -146,14 +147,18 @@ class ComposerTrainingConfig:
         return max(1, min(interval, self.patience // 20)) if self.patience else interval
 
     def to_dict(self) -> dict:
+        """The config as ``config.json`` holds it, with the group's multiplication-table fingerprint, so that a
+        record edited to name another group of the same order is noticed (:func:`load_training_config`)."""
         out = asdict(self)
         out["architecture"] = self.architecture.to_dict()
+        out["group_fingerprint"] = group_fingerprint(get_group(self.group).mult_table)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "ComposerTrainingConfig":
         data = dict(data)
         data.pop("kind", None)
+        data.pop("group_fingerprint", None)
         # Runs written before the init option existed were drawn with what is now the "legacy" init.
         data["architecture"] = ComposerArchitecture(**{"init": "legacy", **data["architecture"]})
         data["betas"] = tuple(data["betas"])
@@ -526,9 +531,14 @@ def load_training_config(run_dir: str | Path) -> ComposerTrainingConfig:
     if data.get("kind") != "composer":
         raise GroupccError(f"{str(run_dir)!r} is not a composer run (config.json has kind {data.get('kind')!r})")
     try:
-        return ComposerTrainingConfig.from_dict(data)
+        config = ComposerTrainingConfig.from_dict(data)
     except (TypeError, KeyError) as err:
         raise GroupccError(f"{str(run_dir)!r}: config.json is not a valid composer config ({err})") from None
+    recorded = data.get("group_fingerprint")  # absent in runs written before it was recorded
+    if recorded is not None and recorded != group_fingerprint(get_group(config.group).mult_table):
+        raise GroupccError(f"{str(run_dir)!r}: config.json names group {config.group}, but the run was trained on another "
+                           "group (its multiplication-table fingerprint differs): expected the group it was trained on")
+    return config
 
 
 @dataclass

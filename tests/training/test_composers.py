@@ -212,6 +212,18 @@ def test_loading_bad_run_directories(tmp_path):
         load_composer(tmp_path / "unfinished")
 
 
+def test_a_record_edited_to_name_another_group_of_the_same_order_is_refused(tmp_path):
+    fit_composer(default_config("S3", "mlp", epochs=5, d_embed=4, d_hidden=4), tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert load_composer(tmp_path / "run").group.name == "S3" and record["group_fingerprint"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**record, "group": "C6"}))
+    with pytest.raises(ValueError, match="names group C6, but the run was trained on another group"):
+        load_composer(tmp_path / "run")
+    del record["group_fingerprint"]  # a run written before fingerprints were recorded still loads
+    (tmp_path / "run" / "config.json").write_text(json.dumps(record))
+    assert load_composer(tmp_path / "run").group.name == "S3"
+
+
 def test_training_that_would_not_fit_in_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "physical_memory_bytes", lambda: 10**8)
     config = default_config("C200", "mlp", epochs=2, d_embed=4, d_hidden=4)
