@@ -60,7 +60,7 @@ from groupcc.crosscoders.config import BATCH_THRESHOLD_SPARSITIES
 from groupcc.crosscoders.losses import residual
 from groupcc.crosscoders.metrics import MetricsAccumulator, accumulate
 from groupcc.errors import GroupccError
-from groupcc.groups import Group, get_group
+from groupcc.groups import Group, GroupError, get_group
 from groupcc.groups.limits import memory_refusal
 
 from .activation_store import (ActivationSource, ActivationStore, RowSubset, as_activation_source, dictionary_input,
@@ -298,8 +298,14 @@ def dictionary_settings(source: ActivationSource, kind: str, *, n_features: int,
 
 def _group_name(source: ActivationSource, group: str | Group | None) -> str | None:
     recorded = source.manifest.get("group") if isinstance(source, ActivationStore) else None
+    if group is None and recorded is not None:  # the analysis rebuilds the group from this name: it must be one
+        try:
+            group = get_group(recorded)
+        except GroupError:
+            raise TrainingError(f"{source.label} records group {recorded!r}, which is not a group name groupcc knows: "
+                                "expected a name such as S4 or D8") from None
     if group is None:
-        return recorded
+        return None
     group = get_group(group) if isinstance(group, str) else group
     if recorded not in (None, group.name):
         raise TrainingError(f"group {group.name} given, but the activation store records {recorded}: expected the same group")

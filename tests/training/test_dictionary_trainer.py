@@ -331,3 +331,12 @@ def test_a_fraction_too_small_for_one_orbit_is_a_clear_error():
     config = dictionary_config("crosscoder", 8, "topk")
     with pytest.raises(GroupccError, match=r"val_fraction = 0.001 of 64 inputs in 8 orbits leaves no held-out inputs"):
         fit_dictionary(composer_like("D4"), config, quick_trainer(steps=5, batch_size=16, val_fraction=0.001), progress=False)
+
+
+def test_a_store_that_records_an_unknown_group_is_refused(tmp_path):
+    acts = np.random.default_rng(0).normal(size=(64, 4, 8)).astype(np.float32)
+    write_store(tmp_path / "zz", acts, group="zz")
+    with pytest.raises(TrainingError, match="records group 'zz', which is not a group name groupcc knows"):
+        train_dictionary(tmp_path / "zz", "crosscoder", n_features=8, k=2, steps=2, progress=False)
+    write_store(tmp_path / "c4", acts, group="C4")
+    assert train_dictionary(tmp_path / "c4", "crosscoder", n_features=8, k=2, steps=2, progress=False).config.group == "C4"
