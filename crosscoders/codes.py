@@ -92,10 +92,19 @@ def relu_codes(pre_NF: Tensor) -> Codes:
     return Codes(torch.relu(pre_NF), pre_NF.shape[1])
 
 
+#: TopK codes with at least this fraction of the features active are kept dense: decoding ``[N, F] @ [F, X]`` as
+#: one matrix product then beats gathering ``k`` rows per input (measured on the CPU, d = 128, batch 1024: at
+#: F = 256 a dense step is 1.27x faster at k = 32 (k/F = 1/8) but 0.84x at k = 8; at F = 1024, k = 32, 0.81x).
+DENSE_TOPK_FRACTION = 1 / 8
+
+
 def topk_codes(pre_NF: Tensor, k: int) -> Codes:
-    """``f = ReLU(pre)`` on the ``k`` largest pre-activations of each input, zero elsewhere (sparse)."""
+    """``f = ReLU(pre)`` on the ``k`` largest pre-activations of each input, zero elsewhere: sparse, or dense when
+    ``k/F`` is at least :data:`DENSE_TOPK_FRACTION` (the same values either way)."""
     n_inputs, n_features = pre_NF.shape
     values_NK, ids_NK = pre_NF.topk(k, dim=1, sorted=False)
+    if k >= DENSE_TOPK_FRACTION * n_features:
+        return Codes(torch.zeros_like(pre_NF).scatter(1, ids_NK, torch.relu(values_NK)), n_features)
     offsets = torch.arange(0, n_inputs * k, k, device=pre_NF.device)
     return Codes(torch.relu(values_NK).flatten(), n_features, ids_NK.flatten(), offsets)
 
