@@ -113,7 +113,8 @@ def collect(batches: Iterator[torch.Tensor], out: str | Path | None, group_order
     only when complete; removed again on any error), or in memory when ``out`` is ``None``. ``manifest``: the
     store's ``group``, ``action``, ``layer``, ``source`` and ``metadata``; the metadata also gets the group's
     fingerprint (:func:`groupcc.training.runs.group_fingerprint`) when it has none. ``out`` is locked from the
-    first batch to the last, so a second writer is refused before it computes anything."""
+    first batch to the last, so a second writer is refused before it computes anything. Under ``torchrun`` each
+    rank's batches become its shards of the one store (:func:`harvest_to_sharded_store`)."""
     manifest = with_group_fingerprint(manifest)
     world = current_world()
     if out is None:
@@ -129,7 +130,7 @@ def collect(batches: Iterator[torch.Tensor], out: str | Path | None, group_order
         try:
             return harvest_to_store(out, batches, group_order, overwrite=overwrite, **manifest)
         except OSError as err:  # a full disk, a file over `ulimit -f`: the half-written store is already removed
-            raise StoreError(f"cannot write activation store {str(out)!r}: {err.strerror or err}") from None
+            raise _write_failure(out, err) from None
 
 
 def with_group_fingerprint(manifest: dict) -> dict:
@@ -214,7 +215,11 @@ def _user_error(step: Callable[[], object], path):
     except GroupccError as err:
         return err
     except OSError as err:
-        return StoreError(f"cannot write activation store {str(path)!r}: {err.strerror or err}")
+        return _write_failure(path, err)
+
+
+def _write_failure(path, err: OSError) -> StoreError:
+    return StoreError(f"cannot write activation store {str(path)!r}: {err.strerror or err}")
 
 
 def _write_shards(directory: Path, batches: Iterator[torch.Tensor], group_order: int, rank: int):
