@@ -28,7 +28,8 @@ def flushing_subnormals():
     Adam's moments of weights whose gradient is about zero (dead units, long after the loss has converged) decay
     into the subnormal range, where x86 arithmetic is many times slower: the paper-length S5 MLP fell from
     21 to 4 epochs/s after 150 000 epochs with 21 000 subnormal moments. Flushing them moves nothing measurable (an
-    update ``m / (sqrt(v) + eps)`` with ``m, v < 1e-38`` is zero either way); the flag is restored afterwards."""
+    update ``m / (sqrt(v) + eps)`` with ``m, v < 1e-38`` is zero either way). Afterwards the flag is set back to
+    torch's default, off (torch offers no way to read it first)."""
     supported = torch.set_flush_denormal(True)
     try:
         yield
