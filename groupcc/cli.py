@@ -119,8 +119,9 @@ def _run(args: argparse.Namespace, silent=lambda err: False, prefix: str = "grou
         sys.stdout = open(os.devnull, "w")
         return 1
     except USER_ERRORS as err:
-        if not silent(err):
-            print(f"{prefix}: {error_message(err)}", file=sys.stderr)
+        if not silent(err):  # one write per line: ranks under torchrun share stderr, and print() writes twice
+            sys.stderr.write(f"{prefix}: {error_message(err)}\n")
+            sys.stderr.flush()
         return 1
     except MemoryError:
         print("groupcc: error: out of memory: expected smaller sizes (fewer features, rows or a smaller group)", file=sys.stderr)
