@@ -177,10 +177,27 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable or unsafe file is one message
+        objects = _pickled_objects(file)
+        if objects:
+            # The paper's older utils/checkpoints.py saved the whole module (torch.save(model, path)); unpickling
+            # it would run code named in the file, so it is not loaded here.
+            raise GroupccError(
+                f"{str(file)!r} holds pickled objects ({', '.join(objects[:2])}), not a state dict of "
+                f"tensors (the paper's older code saved whole models): re-save it where the paper's code is installed "
+                f"with torch.save(torch.load(path, weights_only=False).state_dict(), path)") from None
         raise GroupccError(f"{str(file)!r} is not a torch state dict readable with weights_only=True ({type(err).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise GroupccError(f"{str(file)!r} does not hold a state dict of tensors")
     return {k: v.detach().float() for k, v in state.items()}
+
+
+def _pickled_objects(file: Path) -> list[str]:
+    """The classes a torch file would have to import to load (read without executing anything; [] when none or
+    when the file is not a torch checkpoint at all)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(file))
+    except Exception:  # noqa: BLE001 - not a torch zip file: the caller says so
+        return []
 
 
 def _expect(state: dict, key: str, shape: tuple[int, ...]) -> torch.Tensor:

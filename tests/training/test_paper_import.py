@@ -194,6 +194,9 @@ def test_wrong_shapes_and_nonzero_biases_name_the_key(tmp_path):
     (tmp_path / "p3" / "model.pt").write_bytes(b"not a torch file")
     with pytest.raises(GroupccError, match="not a torch state dict"):
         import_paper_run(tmp_path / "p3", tmp_path / "o3")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "p3" / "model.pt")  # a whole module, as the paper's older code saved
+    with pytest.raises(GroupccError, match=r"holds pickled objects.*state_dict\(\)"):
+        import_paper_run(tmp_path / "p3", tmp_path / "o3")
     assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3"))
 
 
