@@ -29,6 +29,10 @@ Our own variants are reported beside them under their own names:
   the paper's version drops; for a network that has generalised both are tiny;
 - ``excluded_loss_with_residual`` (Transformer only): ``h − P_key h`` through the whole model, so the
   residual stream's direct path still contributes.
+
+And one diagnostic of whether a run generalised, ``held_out_margins``: the logits split, for each output class,
+into their row and column parts and the interaction (:func:`held_out_margins`), and the answer's margin on the
+test pairs under each.
 """
 
 from __future__ import annotations
@@ -88,6 +92,40 @@ def key_output_projection(group: Group, acts: np.ndarray, answers: np.ndarray, k
     entries (one orthonormal basis for all of them, so overlapping spans are not counted twice)."""
     basis = span_basis(group, _key_irreps(group, key_irreps), term_elements(group, answers)["rho_ab"])
     return basis @ (basis.T @ acts)
+
+
+def held_out_margins(logits: np.ndarray, answers: np.ndarray, test: np.ndarray, n_elements: int) -> dict[str, float]:
+    """How the logits rank the answer of the held-out pairs, whole and split into two parts.
+
+    The logits ``L[a, b, c]`` over all pairs are split, for each output class ``c``, by a two-way analysis of
+    variance over ``(a, b)``: ``L = S + Z`` with the row and column part ``S[a, b, c] = L[a, ·, c] + L[·, b, c] −
+    L[·, ·, c]`` (``·`` a mean) and the interaction ``Z``, whose means over ``a`` and over ``b`` are 0. ``S`` is
+    all a network can say from ``a`` and ``b`` separately; only ``Z`` can relate ``(a, b)`` to the other pairs with
+    the same product. The margin of the answer ``c = w(a, b)`` under ``M`` is ``M[a, b, c] − max_{c' ≠ c} M[a, b, c']``;
+    its mean over the test pairs is returned for ``L`` (``logits``), ``S`` (``row_column``) and ``Z``
+    (``interaction``), with the fractions of test pairs whose answer ``L`` and ``Z`` rank first.
+
+    Why it is worth looking at: in a Latin square a held-out pair's answer is the one answer that no other pair of
+    its row or column has, so in a model trained to push every wrong answer down, ``S`` puts it last; a model
+    generalises only when ``Z`` outweighs that. Margins do not add (each takes its own max), so the three are read
+    side by side."""
+    n = n_elements
+    cube = np.asarray(logits, dtype=np.float64).reshape(n, n, -1)
+    row, column, both = cube.mean(axis=1, keepdims=True), cube.mean(axis=0, keepdims=True), cube.mean(axis=(0, 1), keepdims=True)
+    parts = {"logits": cube, "row_column": row + column - both}
+    parts["interaction"] = cube - parts["row_column"]
+    test = np.asarray(test, dtype=np.int64)
+    if len(test) == 0:
+        return {name: float("nan") for name in [*parts, "answer_first", "interaction_answer_first"]}
+    a, b, c = test // n, test % n, np.asarray(answers)[test]
+    out = {}
+    for name, part in parts.items():
+        values = part[a, b].copy()  # [test pairs, classes]
+        answer_value = values[np.arange(len(test)), c]
+        values[np.arange(len(test)), c] = -np.inf
+        out[name] = answer_value - values.max(axis=1)
+    return {**{name: float(margin.mean()) for name, margin in out.items()},
+            "answer_first": float((out["logits"] > 0).mean()), "interaction_answer_first": float((out["interaction"] > 0).mean())}
 
 
 @torch.no_grad()
@@ -150,6 +188,7 @@ def composer_metrics(run: ComposerRun, key_threshold: float = DEFAULT_KEY_THRESH
         "train_loss": float(float64_cross_entropy(logits[train], answers[train])),
         "test_loss": float(float64_cross_entropy(test_logits, answers[test])) if len(test) else float("nan"),
         "test_accuracy": float((test_logits.argmax(-1) == answers[test]).double().mean()) if len(test) else float("nan"),
+        "held_out_margins": held_out_margins(logits.numpy(), answers_np, test.numpy(), group.order),
     }
 
 

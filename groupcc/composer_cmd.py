@@ -176,9 +176,19 @@ def format_metrics(run, metrics: dict) -> str:
         f"excluded {metrics['excluded_loss']:.3g}  restricted {metrics['restricted_loss']:.2e}  (the paper's definitions)",
         "ours: restricted with the mean kept " + f"{metrics['restricted_loss_with_mean']:.2e}"
         + (f", excluded through the residual path {metrics['excluded_loss_with_residual']:.3g}" if "excluded_loss_with_residual" in metrics else ""),
+        *held_out_line(metrics),
         *paper_summary_line(run),
         f"wrote {run.path / 'metrics.json'} and plots in {run.path / 'plots'}",
     ])
+
+
+def held_out_line(metrics: dict) -> list[str]:
+    margins = metrics.get("held_out_margins")
+    if not margins or margins["logits"] != margins["logits"]:  # no test pairs (NaN)
+        return []
+    return [f"held-out answer's logit margin (mean over test pairs): {margins['logits']:+.3g}, of which row and column "
+            f"part {margins['row_column']:+.3g}, interaction {margins['interaction']:+.3g} (the interaction ranks it "
+            f"first on {margins['interaction_answer_first']:.0%})"]
 
 
 #: The paper's summary_metrics.json keys beside ours (an imported run keeps that file's numbers).

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from groupcc.eval.composer_metrics import activation_fve, composer_metrics, fraction_explained, logit_similarities
+from groupcc.eval.composer_metrics import (activation_fve, composer_metrics, fraction_explained, held_out_margins,
+                                          logit_similarities)
 from groupcc.eval.irrep_matching import match_irreps
 from groupcc.eval.pair_terms import term_bases, term_elements
 from groupcc.groups import entry_basis, get_group, parse_word
@@ -112,3 +113,40 @@ def test_conjugation_word_credits_the_shared_part_to_b():
     centred = acts - acts.mean(axis=0)
     separate = sum(float(((basis[e].T @ centred) ** 2).sum() / (centred**2).sum()) for e in term_elements(group, answers).values())
     assert separate > 1.2  # what the old per-term sum reported
+
+
+@pytest.mark.parametrize("name", ["C5", "S3", "Q8"])
+def test_held_out_margins_of_the_product_table_are_all_interaction(name):
+    # L = k·1[ab = c]: in a Latin square every class appears once per row and column, so the row and column
+    # means are k/n everywhere, the row-column part is constant (margin 0) and the interaction carries the margin k.
+    group = get_group(name)
+    n, k = group.order, 7.0
+    answers = group.mult_table.reshape(-1)
+    logits = k * np.eye(n)[answers]
+    margins = held_out_margins(logits, answers, np.arange(0, n * n, 3), n)
+    assert margins["logits"] == pytest.approx(k)
+    assert margins["interaction"] == pytest.approx(k)
+    assert margins["row_column"] == pytest.approx(0.0, abs=1e-12)
+    assert margins["answer_first"] == margins["interaction_answer_first"] == 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["C5", "D4", "A4"]), st.integers(0, 2**31 - 1))
+def test_held_out_margins_split_is_exact_and_separable_logits_have_no_interaction(name, seed):
+    group = get_group(name)
+    n = group.order
+    rng = np.random.default_rng(seed)
+    answers = group.mult_table.reshape(-1)
+    test = rng.choice(n * n, size=max(1, n * n // 10), replace=False)
+    # Logits of a and b separately (plus a per-class constant): the interaction is 0, so its margin is 0, and the
+    # row-column part is the whole logit.
+    row, column = rng.standard_normal((n, 1, n)), rng.standard_normal((1, n, n))
+    separable = (row + column + rng.standard_normal(n)).reshape(n * n, n)
+    margins = held_out_margins(separable, answers, test, n)
+    assert margins["interaction"] == pytest.approx(0.0, abs=1e-9)
+    assert margins["row_column"] == pytest.approx(margins["logits"])
+    # Adding any separable function leaves the interaction's margin unchanged.
+    logits = rng.standard_normal((n * n, n))
+    assert held_out_margins(logits + separable, answers, test, n)["interaction"] == pytest.approx(
+        held_out_margins(logits, answers, test, n)["interaction"])
+    assert np.isnan(held_out_margins(logits, answers, np.array([], dtype=int), n)["logits"])
