@@ -110,22 +110,25 @@ def held_out_margins(logits: np.ndarray, answers: np.ndarray, test: np.ndarray, 
     generalises only when ``Z`` outweighs that. Margins do not add (each takes its own max), so the three are read
     side by side."""
     n = n_elements
-    cube = np.asarray(logits, dtype=np.float64).reshape(n, n, -1)
-    row, column, both = cube.mean(axis=1, keepdims=True), cube.mean(axis=0, keepdims=True), cube.mean(axis=(0, 1), keepdims=True)
-    parts = {"logits": cube, "row_column": row + column - both}
-    parts["interaction"] = cube - parts["row_column"]
+    cube = np.asarray(logits, dtype=np.float64).reshape(n, n, -1)  # a view: S6's logits are 3 GB, so no full copies
     test = np.asarray(test, dtype=np.int64)
+    names = ["logits", "row_column", "interaction"]
     if len(test) == 0:
-        return {name: float("nan") for name in [*parts, "answer_first", "interaction_answer_first"]}
-    a, b, c = test // n, test % n, np.asarray(answers)[test]
-    out = {}
-    for name, part in parts.items():
-        values = part[a, b].copy()  # [test pairs, classes]
-        answer_value = values[np.arange(len(test)), c]
-        values[np.arange(len(test)), c] = -np.inf
-        out[name] = answer_value - values.max(axis=1)
-    return {**{name: float(margin.mean()) for name, margin in out.items()},
-            "answer_first": float((out["logits"] > 0).mean()), "interaction_answer_first": float((out["interaction"] > 0).mean())}
+        return {name: float("nan") for name in [*names, "answer_first", "interaction_answer_first"]}
+    row, column, both = cube.mean(axis=1), cube.mean(axis=0), cube.mean(axis=(0, 1))  # [a, c], [b, c], [c]
+    margins = {name: [] for name in names}
+    for chunk in np.array_split(test, -(-len(test) // 4096)):  # S6 has 389k test pairs × 720 classes
+        a, b, c = chunk // n, chunk % n, np.asarray(answers)[chunk]
+        whole = cube[a, b]  # [pairs, classes]
+        row_column = row[a] + column[b] - both
+        for name, values in zip(names, [whole, row_column, whole - row_column]):
+            answer_value = values[np.arange(len(chunk)), c].copy()
+            values[np.arange(len(chunk)), c] = -np.inf  # each is a fresh array (fancy indexing or arithmetic)
+            margins[name].append(answer_value - values.max(axis=1))
+    margins = {name: np.concatenate(parts) for name, parts in margins.items()}
+    return {**{name: float(margin.mean()) for name, margin in margins.items()},
+            "answer_first": float((margins["logits"] > 0).mean()),
+            "interaction_answer_first": float((margins["interaction"] > 0).mean())}
 
 
 @torch.no_grad()

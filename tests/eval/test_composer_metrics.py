@@ -150,3 +150,25 @@ def test_held_out_margins_split_is_exact_and_separable_logits_have_no_interactio
     assert held_out_margins(logits + separable, answers, test, n)["interaction"] == pytest.approx(
         held_out_margins(logits, answers, test, n)["interaction"])
     assert np.isnan(held_out_margins(logits, answers, np.array([], dtype=int), n)["logits"])
+
+
+def test_held_out_margins_match_a_direct_computation_across_chunks_and_leave_the_logits_alone():
+    n = 70  # 4900 test pairs: more than one chunk
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((n * n, n))
+    answers = rng.integers(0, n, n * n)
+    test = np.arange(n * n)
+    original = logits.copy()
+    got = held_out_margins(logits, answers, test, n)
+    assert np.array_equal(logits, original)
+    cube = logits.reshape(n, n, n)
+    separable = cube.mean(1, keepdims=True) + cube.mean(0, keepdims=True) - cube.mean((0, 1), keepdims=True)
+
+    def mean_margin(part):
+        flat = part.reshape(n * n, n)
+        others = np.where(np.eye(n, dtype=bool)[answers], -np.inf, flat)
+        return (flat[np.arange(n * n), answers] - others.max(1)).mean()
+
+    assert got["logits"] == pytest.approx(mean_margin(cube))
+    assert got["row_column"] == pytest.approx(mean_margin(separable))
+    assert got["interaction"] == pytest.approx(mean_margin(cube - separable))
