@@ -132,6 +132,15 @@ def held_out_margins(logits: np.ndarray, answers: np.ndarray, test: np.ndarray, 
 
 
 @torch.no_grad()
+def run_held_out_margins(run: ComposerRun) -> dict[str, float]:
+    """:func:`held_out_margins` of a run's current weights (all pairs through the model, float64 on the CPU)."""
+    model = copy.deepcopy(run.model).double().cpu().eval()
+    data = run.data
+    logits = model(data.a.cpu(), data.b.cpu())
+    return held_out_margins(logits.numpy(), data.answer.cpu().numpy(), data.test.cpu().numpy(), run.group.order)
+
+
+@torch.no_grad()
 def _model_matrices(model) -> dict[str, np.ndarray]:
     """Matrices with rows indexed by group elements, as the paper's table reports them."""
     if hasattr(model, "input_tables"):  # MLP composer

@@ -76,6 +76,17 @@ def test_a_model_that_did_not_generalise_gets_a_warning(tmp_path, capsys):
     assert "--train-frac (now 0.5)" in captured.err and "--epochs (now 3)" in captured.err
 
 
+def test_a_tiny_group_that_learned_the_product_but_vetoes_it_is_diagnosed(tmp_path, capsys):
+    # C5 under the defaults: the interaction ranks both held-out answers first, the row-and-column part puts them last.
+    out = tmp_path / "c5"
+    assert main(["composer", "train", "--group", "C5", "--out", str(out), "--epochs", "1500", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "without generalising" in err
+    assert "ranks the held-out answer first on 100% of the test pairs" in err and f"composer eval {out}" in err
+    margin = float(err.split("mean margin ")[1].split(")")[0])
+    assert margin < -5
+
+
 def test_sigterm_during_training_exits_with_the_resume_command(tmp_path, monkeypatch):
     import groupcc.composer_cmd as composer_cmd
 
