@@ -140,14 +140,14 @@ def run_train(args: argparse.Namespace) -> None:
             # memorised its training pairs they are not meaningful, so say so before the user runs eval.
             print(
                 f"warning: seed {seed}: test accuracy {metrics['test_accuracy']:.2%} < {GENERALISED_ACCURACY:.0%}: the model "
-                f"memorised its training pairs without generalising; try a larger --train-frac (now {config.train_frac}) "
+                f"fits its training pairs without generalising; try a larger --train-frac (now {config.train_frac}) "
                 f"or more --epochs (now {config.epochs}), or another seed",
                 file=sys.stderr,
             )
             run = load_composer(out)
             if run.group.order**3 <= DIAGNOSED_LOGITS:
                 margins = run_held_out_margins(run)
-                if margins["interaction_answer_first"] > margins["answer_first"]:
+                if margins["interaction_answer_first"] > margins["answer_first"] and margins["row_column"] < 0:
                     # The tiny groups' failure (README, small groups): the algorithm is there, the veto wins.
                     print(f"  the interaction of a and b in the logits ranks the held-out answer first on "
                           f"{margins['interaction_answer_first']:.0%} of the test pairs, but their separate row and column "

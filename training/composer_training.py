@@ -76,9 +76,10 @@ def small_group_settings(order: int, arch: str) -> dict:
     """Training settings under which small groups (order <= :data:`SMALL_GROUP_ORDER`) learn the product, not just
     their training pairs, measured in the README's table of small groups.
 
-    With the paper's settings they memorise: with few pairs, a lookup of the training pairs costs little more
-    weight norm than the algorithm, and a held-out pair ``(a, b) → c`` is actively pushed away from ``c`` (every
-    other pair of row ``a`` and column ``b`` of the Latin square has another answer), so test accuracy stays near 0.
+    With the paper's settings they fit only their training pairs: a held-out pair ``(a, b) → c`` has the one answer
+    that no other pair of row ``a`` or column ``b`` of the Latin square has, so the part of the logits that depends on
+    ``a`` and ``b`` separately pushes ``c`` down, and with few pairs the interaction that carries the product does not
+    outweigh it (:func:`groupcc.eval.composer_metrics.held_out_margins`); test accuracy stays near 0, not chance.
     More of the pairs for training (95 % up to order 15, 90 % up to 30, 70 % up to 60: below order 16 a test pair's
     row and column are pushed away from its answer by more of their training pairs, and at 90 % C9, C11, C13, D5
     and the D7 Transformer still memorised) and a 10x larger learning rate (weight decay acts at rate ``lr · wd``,

@@ -172,3 +172,5 @@ def test_held_out_margins_match_a_direct_computation_across_chunks_and_leave_the
     assert got["logits"] == pytest.approx(mean_margin(cube))
     assert got["row_column"] == pytest.approx(mean_margin(separable))
     assert got["interaction"] == pytest.approx(mean_margin(cube - separable))
+    assert got["answer_first"] == pytest.approx((cube.reshape(n * n, n).argmax(1) == answers).mean())
+    assert got["interaction_answer_first"] == pytest.approx(((cube - separable).reshape(n * n, n).argmax(1) == answers).mean())
