@@ -77,7 +77,8 @@ def test_a_crosscoder_exports_its_identity_block_sae_and_itself(tmp_path):
     export_saelens(model, tmp_path / "cc")
     sae = import_saelens(tmp_path / "cc")
     assert torch.equal(sae.encode(acts[:, :1]).to_dense(), model.encode(acts).to_dense())  # it reads block 0 only
-    assert torch.equal(sae(acts[:, :1]).recon_NBD[:, 0], model(acts).recon_NBD[:, 0])
+    # The same weights and codes; the decoder's matmul over 1 block or 4 may round differently, so not bit for bit.
+    torch.testing.assert_close(sae(acts[:, :1]).recon_NBD[:, 0], model(acts).recon_NBD[:, 0], rtol=1e-6, atol=1e-6)
     full = load_dictionary(tmp_path / "cc" / "groupcc_dictionary")
     assert all(torch.equal(full.state_dict()[name], tensor) for name, tensor in model.state_dict().items())
     everything_read = trained("topk", kind="crosscoder", n_blocks=4, encoder_reads="all")[0]
