@@ -36,7 +36,7 @@ def test_a_shipped_run_has_the_papers_settings_and_computes_the_product(path):
 @pytest.mark.parametrize("path", RUNS, ids=[path.name for path in RUNS])
 def test_the_stored_table3_metrics_are_what_this_version_computes(path):
     # If this fails after a change to the evaluation, the README's Table 3 rows are stale: re-run
-    # 'groupcc composer eval' on these runs and update the README with 'groupcc composer table benchmarks/table3/*'.
+    # 'groupcc composer eval' on these runs and update the README with 'groupcc composer table benchmarks/table3/*_s*'.
     run = load_composer(path)
     stored = read_json(path / METRICS, expect=dict)["interpretability"]
     now = composer_metrics(run)
