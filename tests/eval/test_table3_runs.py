@@ -1,19 +1,31 @@
 """The trained Table 3 composers shipped in benchmarks/table3: each is a run of the paper's settings that computes
-the product, and its stored metrics (the README's Table 3 rows) are what this version's evaluation computes."""
+the product, and its stored metrics (the README's Table 3 rows) are what this version's evaluation computes; a run
+still in progress (benchmarks/table3/in_progress) resumes where it stopped."""
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from groupcc.eval.composer_metrics import composer_metrics
 from groupcc.eval.composer_table import COLUMNS, _lookup, composer_table
-from groupcc.training.composer_training import PAPER_SETTINGS, load_composer
-from groupcc.training.runs import METRICS, read_json
+from groupcc.training.composer_training import PAPER_SETTINGS, fit_composer_seeds, load_composer, load_training_config
+from groupcc.training.runs import HISTORY, METRICS, STATE, read_json, read_safetensors
 
 TABLE3 = Path(__file__).resolve().parents[2] / "benchmarks" / "table3"
 RUNS = sorted(path for path in TABLE3.iterdir() if (path / "config.json").exists())
+#: Runs that outlasted a session's machine, shipped with their state to be resumed (benchmarks/table3/README.md).
+IN_PROGRESS = sorted(path for path in (TABLE3 / "in_progress").glob("*") if (path / "config.json").exists())
+
+
+def _assert_papers_settings(path, config):
+    assert (config.train_frac, config.epochs) == PAPER_SETTINGS[config.group][config.architecture.arch]
+    assert (config.task, config.lr, config.weight_decay, config.architecture.init, config.patience) == ("a*b", 1e-3, 1.0, "paper", 0)
+    assert path.name == f"{config.group}_{config.architecture.arch}_s{config.seed}"
 
 
 def test_there_are_shipped_runs():
@@ -24,9 +36,7 @@ def test_there_are_shipped_runs():
 def test_a_shipped_run_has_the_papers_settings_and_computes_the_product(path):
     run = load_composer(path)
     config = run.config
-    assert (config.train_frac, config.epochs) == PAPER_SETTINGS[config.group][config.architecture.arch]
-    assert (config.task, config.lr, config.weight_decay, config.architecture.init, config.patience) == ("a*b", 1e-3, 1.0, "paper", 0)
-    assert path.name == f"{config.group}_{config.architecture.arch}_s{config.seed}"
+    _assert_papers_settings(path, config)
     with torch.no_grad():
         predicted = run.model(run.data.a, run.data.b).argmax(-1)
     assert torch.equal(predicted, run.data.answer)  # every pair, training and test
@@ -51,3 +61,33 @@ def test_the_shipped_runs_tabulate_with_their_seeds():
     for row in rows:
         assert row.paper() is not None
         assert all(np.isfinite(values).all() for values in row.values)
+
+
+@pytest.mark.parametrize("path", IN_PROGRESS, ids=[path.name for path in IN_PROGRESS])
+def test_a_run_in_progress_has_the_papers_settings_and_resumes_where_it_stopped(path, tmp_path):
+    config = load_training_config(path)
+    _assert_papers_settings(path, config)
+    assert not (path / METRICS).exists() and not (path / "model.safetensors").exists()  # unfinished: not a Table 3 row yet
+    shipped = read_safetensors(path / STATE, what="state")
+    stopped_at = _state_epoch(path / STATE)
+    assert 0 < stopped_at < config.epochs
+    copy = tmp_path / path.name
+    shutil.copytree(path, copy)
+
+    def stop_after_one_epoch(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_composer_seeds(config, [config.seed], [copy], resume=True, progress=False, on_epoch=stop_after_one_epoch)
+    assert _state_epoch(copy / STATE) == stopped_at + 1
+    resumed = read_safetensors(copy / STATE, what="state")
+    weights = [name for name in shipped if name.startswith("model.")]
+    # One AdamW step moves each weight by about lr (1e-3) at most: the run continued, it did not start again.
+    steps = [float((resumed[name] - shipped[name]).abs().max()) for name in weights]
+    assert 0 < max(steps) < 1e-2
+    assert read_json(copy / HISTORY, expect=list) == [r for r in read_json(path / HISTORY, expect=list) if r["epoch"] <= stopped_at]
+
+
+def _state_epoch(path) -> int:
+    with safe_open(str(path), framework="pt") as handle:
+        return int(json.loads(handle.metadata()["record"])["epoch"])
