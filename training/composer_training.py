@@ -379,19 +379,20 @@ def fit_composer_seeds(
 def _fit(configs: list[ComposerTrainingConfig], outs: list[Path], progress: bool, save_every_seconds: float, on_epoch) -> list[dict]:
     config = configs[0]
     device = resolve_device(config.device)
-    models, optimizers, starts, histories, splits = [], [], [], [], []
+    models, optimizers, starts, histories, splits, walls = [], [], [], [], [], []
     for seed_config, out in zip(configs, outs):
         torch.manual_seed(seed_config.seed)  # the seed's own initial weights, as a run of its own draws them
         model = build_composer(config.architecture)
         optimizer = _optimizer(model, config)
-        start, history, split = 0, [], None
+        start, history, split, wall = 0, [], None, 0.0
         if (out / STATE).exists():
-            start, history, split = _restore(out, model, optimizer)
+            start, history, split, wall = _restore(out, model, optimizer)
         models.append(model)
         optimizers.append(optimizer)
         starts.append(start)
         histories.append(history)
         splits.append(split)
+        walls.append(wall)
     if len(set(starts)) > 1:
         raise GroupccError(f"the runs to resume together stopped at different epochs {starts}: resume them one by one")
     data = [ComposerData.build(c, device, split) for c, split in zip(configs, splits)]
@@ -414,10 +415,14 @@ def _fit(configs: list[ComposerTrainingConfig], outs: list[Path], progress: bool
     stopped_early = all(converged(history, config.patience) for history in histories)
     label = f"{config.group} {config.architecture.arch}" + (f" ×{len(configs)} seeds" if len(configs) > 1 else "")
 
+    def wall_time(index: int) -> float:
+        """Seconds of training in this run so far, the earlier legs of a resumed run included."""
+        return walls[index] + time.monotonic() - started
+
     def save_all():
         for index, out in enumerate(outs):
             model, seed_optimizer = _seed_model(batch, optimizer, index, config)
-            _save_state(out, model, seed_optimizer, epoch, histories[index])
+            _save_state(out, model, seed_optimizer, epoch, histories[index], wall_time(index))
 
     with InterruptFlag() as interrupt, flushing_subnormals(), progress_bar(total=config.epochs, initial=start_epoch, enabled=progress,
                                                      desc=label, unit="ep") as bar:
@@ -461,7 +466,7 @@ def _fit(configs: list[ComposerTrainingConfig], outs: list[Path], progress: bool
         metrics.update(
             epochs_done=epoch,
             stopped_early=stopped_early,
-            wall_time_s=round(time.monotonic() - started, 2),
+            wall_time_s=round(wall_time(index), 2),
             device=str(device),
             train_accuracy=float(train_accuracy[index]),
         )
@@ -513,17 +518,19 @@ def _seed_model(batch: SeedBatch, optimizer: torch.optim.Optimizer, index: int, 
     return model, seed_optimizer
 
 
-def _save_state(out: Path, model, optimizer, epoch: int, history: list) -> None:
-    save_state(out / STATE, model, optimizer, {"epoch": epoch})
+def _save_state(out: Path, model, optimizer, epoch: int, history: list, wall_time_s: float) -> None:
+    save_state(out / STATE, model, optimizer, {"epoch": epoch, "wall_time_s": wall_time_s})
     write_json(out / HISTORY, history)
 
 
 def _restore(out: Path, model, optimizer):
-    epoch = load_state(out / STATE, model, optimizer)["epoch"]
+    record = load_state(out / STATE, model, optimizer)
+    epoch = record["epoch"]
     split = read_safetensors(out / "split.safetensors", what="split")
     history = read_json(out / HISTORY, expect=list) if (out / HISTORY).exists() else []
-    history = [record for record in history if record["epoch"] <= epoch]
-    return epoch, history, (split["train"], split["test"])
+    history = [entry for entry in history if entry["epoch"] <= epoch]
+    # States saved before wall times were recorded resume with the earlier legs' time unknown (counted as 0).
+    return epoch, history, (split["train"], split["test"]), float(record.get("wall_time_s", 0.0))
 
 
 # --------------------------------------------------------------------------- loading runs

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from groupcc.errors import GroupccError
 from groupcc.groups import GroupError, get_group, limits, parse_word
@@ -112,11 +114,20 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit_composer(config, tmp_path / "resumed", progress=False, on_epoch=interrupt_at(120))
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    # Pretend the first leg ran for 10 000 s (on another machine, say): the finished run's wall time counts it.
+    state = tmp_path / "resumed" / "state.safetensors"
+    with safe_open(str(state), framework="pt") as handle:
+        metadata = handle.metadata()
+    record = json.loads(metadata["record"])
+    assert record["epoch"] == 120 and 0 < record["wall_time_s"] < 60
+    save_file(load_file(str(state)), str(state), metadata={**metadata, "record": json.dumps({**record, "wall_time_s": 1e4})})
     fit_composer(config, tmp_path / "resumed", resume=True, progress=False)
     straight, resumed = load_composer(tmp_path / "straight"), load_composer(tmp_path / "resumed")
     for (name, p), (_, q) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
         assert torch.equal(p, q), name
     assert (tmp_path / "straight" / "history.json").read_text() == (tmp_path / "resumed" / "history.json").read_text()
+    wall = json.loads((tmp_path / "resumed" / "metrics.json").read_text())["training"]["wall_time_s"]
+    assert 1e4 < wall < 1e4 + 60
 
 
 @pytest.mark.parametrize("arch, sizes", [("mlp", dict(d_embed=16, d_hidden=16)),
