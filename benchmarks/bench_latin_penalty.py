@@ -22,9 +22,8 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 
-from groupcc.training.composer_training import ComposerData, _optimizer, default_config
+from groupcc.training.composer_training import ComposerData, _optimizer, default_config, float64_cross_entropy
 from groupcc.training.composers import build_composer
 
 #: A Latin square of order 5 with identity row and column that is not a group: 1·1 = 0, and a group of order 5
@@ -51,7 +50,7 @@ def train(table: torch.Tensor | None, seed: int, penalty: float, epochs: int) ->
     optimizer = _optimizer(model, config)
     train_a, train_b, train_y = data.subset(data.train)
     for _ in range(epochs):
-        loss = F.cross_entropy(model(train_a, train_b).double(), train_y)
+        loss = float64_cross_entropy(model(train_a, train_b), train_y)
         if penalty:
             loss = loss + penalty * main_effects_penalty(model(data.a, data.b), data.group.order)
         optimizer.zero_grad(set_to_none=True)
