@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -176,6 +178,39 @@ def test_early_stopping_ends_a_grokked_run(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert converged(history, 500) and not converged(history[:-30], 500)
     assert (tmp_path / "run" / "checkpoints" / f"epoch_{metrics['epochs_done']:07d}.safetensors").exists()
+
+
+def _history(test_losses, every=100, accuracy=1.0):
+    return [{"epoch": every * (i + 1), "test_loss": loss, "test_accuracy": accuracy} for i, loss in enumerate(test_losses)]
+
+
+def test_early_stopping_stops_a_spiky_run_between_spikes_and_waits_while_the_loss_halves():
+    # A loss that more than halves every window is still falling; one that fell only by a third has stopped.
+    halving = _history([2.0 ** -(i / 8) for i in range(60)])
+    assert not any(converged(halving[:n], 1000) for n in range(1, 61))
+    slowing = _history([1e-6 * (1 - i / 90) for i in range(60)])
+    assert converged(slowing, 1000)
+    # Spikes of 1e4x every 800 epochs that fall back to the same floor (a Transformer at lr 1e-2): no new best,
+    # so it stops, but only where the last evaluation is back near the floor, never on a spike.
+    spiky = _history([1e-4 if i % 8 == 0 else 1e-8 for i in range(1, 60)])
+    stops = [n for n in range(1, 60) if converged(spiky[:n], 1000)]
+    assert stops and all(spiky[n - 1]["test_loss"] == 1e-8 for n in stops)
+    # One evaluation below 100 % test accuracy in the window, or too short a history, keeps it going.
+    assert not converged(_history([1e-6] * 5), 1000)
+    dipped = _history([1e-6] * 30)
+    dipped[-3]["test_accuracy"] = 0.5
+    assert not converged(dipped, 1000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.01, 1.0), min_size=2, max_size=40), st.integers(1, 15))
+def test_early_stopping_on_a_falling_loss_is_less_than_half_gone_over_the_window(factors, window_evaluations):
+    # For a loss that only falls, the criterion is the plain one: the last value is above half the one a window ago.
+    losses = np.cumprod(factors)
+    history = _history(losses.tolist())
+    patience = 100 * window_evaluations
+    plain = len(history) > window_evaluations and history[-1]["test_loss"] > 0.5 * history[-1 - window_evaluations]["test_loss"]
+    assert converged(history, patience) == plain
 
 
 def test_paper_defaults_and_errors(tmp_path):
