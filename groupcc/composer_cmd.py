@@ -49,8 +49,9 @@ def add_composer_commands(commands) -> None:
                 helps={"task": "word in a and b, e.g. a*b, a*b*a^-1, a^-1*b", "epochs": "full-batch epochs (default: the paper's for its groups)",
                        "train_frac": "fraction of the |G|² pairs used for training (default: the paper's for its groups)",
                        "n_checkpoints": "number of log-spaced checkpoints", "device": "auto (CUDA when present), cpu, cuda",
-                       "patience": "early stopping: stop once test accuracy has been 100%% for this many epochs and the test loss "
-                                   "fell by less than half over them; 0 trains every epoch (default: on for groups outside the paper's table)"})
+                       "patience": "early stopping: stop once test accuracy has been 100% for this many epochs and the test loss "
+                                   "has not reached half its earlier best in them; 0 trains every epoch (default: on for groups outside "
+                                   "the paper's table)"})
     add_options(train, ComposerArchitecture, ARCH_OPTIONS, choices={"activation": sorted(ACTIVATIONS), "init": list(INITS)},
                 defaults={name: None for name in ARCH_OPTIONS},
                 helps={**{name: "(default: the paper's)" for name in ARCH_OPTIONS},
