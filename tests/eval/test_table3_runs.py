@@ -1,7 +1,7 @@
 """The trained Table 3 composers shipped in benchmarks/table3: each is a run of the paper's settings that computes
 the product (every training pair, at least 99 % of the held-out ones), and its stored metrics (the README's Table 3
 rows) are what this version's evaluation computes; a run still in progress (benchmarks/table3/in_progress) resumes
-where it stopped."""
+where it stopped; a run that did not grok in the paper's epochs (benchmarks/table3/not_grokked) ran them all."""
 
 import json
 import shutil
@@ -21,6 +21,8 @@ TABLE3 = Path(__file__).resolve().parents[2] / "benchmarks" / "table3"
 RUNS = sorted(path for path in TABLE3.iterdir() if (path / "config.json").exists())
 #: Runs that outlasted a session's machine, shipped with their state to be resumed (benchmarks/table3/README.md).
 IN_PROGRESS = sorted(path for path in (TABLE3 / "in_progress").glob("*") if (path / "config.json").exists())
+#: Runs that ran all of the paper's epochs without grokking: kept to be inspected, not Table 3 rows.
+NOT_GROKKED = sorted(path for path in (TABLE3 / "not_grokked").glob("*") if (path / "config.json").exists())
 
 
 def _assert_papers_settings(path, config):
@@ -68,6 +70,21 @@ def test_the_shipped_runs_tabulate_with_their_seeds():
     for row in rows:
         assert row.paper() is not None
         assert all(np.isfinite(values).all() for values in row.values)
+
+
+@pytest.mark.parametrize("path", NOT_GROKKED, ids=[path.name for path in NOT_GROKKED])
+def test_a_run_that_did_not_grok_ran_all_the_papers_epochs_and_fits_only_its_training_pairs(path):
+    run = load_composer(path)
+    config = run.config
+    _assert_papers_settings(path, config)
+    assert read_json(path / HISTORY, expect=list)[-1]["epoch"] == config.epochs  # it finished: not merely stopped
+    with torch.no_grad():
+        correct = run.model(run.data.a, run.data.b).argmax(-1) == run.data.answer
+    assert correct[run.data.train].all()
+    test_accuracy = correct[run.data.test].double().mean().item()
+    assert test_accuracy < 0.99  # otherwise it is a Table 3 row and belongs one folder up
+    stored = read_json(path / METRICS, expect=dict)["training"]["test_accuracy"]
+    assert test_accuracy == pytest.approx(stored, abs=1e-9)
 
 
 @pytest.mark.parametrize("path", IN_PROGRESS, ids=[path.name for path in IN_PROGRESS])
