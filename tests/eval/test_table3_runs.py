@@ -31,6 +31,12 @@ def _assert_papers_settings(path, config):
     assert path.name == f"{config.group}_{config.architecture.arch}_s{config.seed}"
 
 
+def _answers_right(run):
+    """Whether the run's model gives the product on each of its pairs (the split's order)."""
+    with torch.no_grad():
+        return run.model(run.data.a, run.data.b).argmax(-1) == run.data.answer
+
+
 def test_there_are_shipped_runs():
     assert len(RUNS) >= 2
 
@@ -40,8 +46,7 @@ def test_a_shipped_run_has_the_papers_settings_and_computes_the_product(path):
     run = load_composer(path)
     config = run.config
     _assert_papers_settings(path, config)
-    with torch.no_grad():
-        correct = run.model(run.data.a, run.data.b).argmax(-1) == run.data.answer
+    correct = _answers_right(run)
     assert correct[run.data.train].all()  # every training pair
     # A Table 3 row is a grokked model: at least 99 % of the held-out pairs (the D61 MLP's seed 2 misses one of
     # 10 419), and exactly the accuracy its metrics.json states, which the README quotes.
@@ -78,8 +83,7 @@ def test_a_run_that_did_not_grok_ran_all_the_papers_epochs_and_fits_only_its_tra
     config = run.config
     _assert_papers_settings(path, config)
     assert read_json(path / HISTORY, expect=list)[-1]["epoch"] == config.epochs  # it finished: not merely stopped
-    with torch.no_grad():
-        correct = run.model(run.data.a, run.data.b).argmax(-1) == run.data.answer
+    correct = _answers_right(run)
     assert correct[run.data.train].all()
     test_accuracy = correct[run.data.test].double().mean().item()
     assert test_accuracy < 0.99  # otherwise it is a Table 3 row and belongs one folder up
