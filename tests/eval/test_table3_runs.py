@@ -18,11 +18,18 @@ from groupcc.training.composer_training import PAPER_SETTINGS, fit_composer_seed
 from groupcc.training.runs import HISTORY, METRICS, STATE, read_json, read_safetensors
 
 TABLE3 = Path(__file__).resolve().parents[2] / "benchmarks" / "table3"
-RUNS = sorted(path for path in TABLE3.iterdir() if (path / "config.json").exists())
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    """The run directories directly under ``folder`` (those with a ``config.json``)."""
+    return sorted(path for path in folder.glob("*") if (path / "config.json").exists())
+
+
+RUNS = _runs_in(TABLE3)
 #: Runs that outlasted a session's machine, shipped with their state to be resumed (benchmarks/table3/README.md).
-IN_PROGRESS = sorted(path for path in (TABLE3 / "in_progress").glob("*") if (path / "config.json").exists())
+IN_PROGRESS = _runs_in(TABLE3 / "in_progress")
 #: Runs that ran all of the paper's epochs without grokking: kept to be inspected, not Table 3 rows.
-NOT_GROKKED = sorted(path for path in (TABLE3 / "not_grokked").glob("*") if (path / "config.json").exists())
+NOT_GROKKED = _runs_in(TABLE3 / "not_grokked")
 
 
 def _assert_papers_settings(path, config):
